@@ -1,0 +1,3 @@
+from bridge_cli.cli.app import main
+
+main()

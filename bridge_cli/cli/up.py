@@ -1,0 +1,148 @@
+"""`bridge up`: start the proxy, print where to point the app, then one line per request."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from bridge_cli.cli.output import console, err_console
+from bridge_cli.cli.settings import parse_listen_option, resolve_config
+from bridge_cli.config.loader import unenforced_keys
+from bridge_cli.config.model import Config, Control, Proxy
+from bridge_cli.engine.events import FlowEvent, NoticeEvent
+from bridge_cli.engine.redact import redact_text
+from bridge_cli.store import bridge_home
+
+STATUS_STYLE = {2: "green", 3: "cyan", 4: "yellow", 5: "red"}
+
+
+class _RedactFilter(logging.Filter):
+    """mitmproxy's own log lines pass through the same redaction as ours."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact_text(record.getMessage())
+        record.args = None
+        return True
+
+
+def setup_logging(verbose: bool) -> None:
+    handler = RichHandler(console=err_console, show_path=False, show_time=False,
+                          rich_tracebacks=False, markup=False)
+    handler.addFilter(_RedactFilter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    logging.getLogger("mitmproxy").setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.getLogger("aiohttp").setLevel(logging.WARNING)
+
+
+def up(
+    config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Config file (default: ./bridge.yaml if it exists, else the built-in default).",
+        dir_okay=False)] = None,
+    listen: Annotated[str | None, typer.Option(
+        help="Explicit proxy address, overriding proxy.listen (port 0: any free port).")] = None,
+    control_listen: Annotated[str | None, typer.Option(
+        "--control-listen", help="Control API address, overriding control.listen.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per request.")] = False,
+    no_watch: Annotated[bool, typer.Option("--no-watch", help="Don't reload when the config file changes.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show mitmproxy's own log lines.")] = False,
+) -> None:
+    """Start bridge: the explicit proxy, each route's listener and the control API.
+
+    Examples:\n
+      bridge up                      # ./bridge.yaml, or the built-in default (proxy on :8080)\n
+      bridge up -c bridge.yaml -q    # a config file, without per-request lines\n
+      bridge up --listen 127.0.0.1:0 --control-listen 127.0.0.1:0
+    """
+    cfg, path, described = resolve_config(config)
+    if listen is not None:
+        cfg = dataclasses.replace(cfg, proxy=Proxy(parse_listen_option(listen, "--listen")))
+    if control_listen is not None:
+        cfg = dataclasses.replace(
+            cfg, control=Control(parse_listen_option(control_listen, "--control-listen")))
+    home = bridge_home()
+    setup_logging(verbose)
+    err_console.print(f"[bold]bridge[/bold] — config: {escape(described)}")
+    for key in unenforced_keys_of(cfg, path):
+        err_console.print(
+            f"[yellow bold]warning:[/yellow bold] `{escape(key)}` is in the config but not enforced by "
+            "this version of bridge yet; it is accepted and ignored", highlight=False)
+    asyncio.run(_serve(cfg, home, path, quiet, watch=not no_watch))
+
+
+def unenforced_keys_of(cfg: Config, path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    from bridge_cli.config.loader import raw_config
+
+    return unenforced_keys(raw_config(path.read_text(), str(path)))
+
+
+async def _serve(cfg: Config, home: Path, path: Path | None, quiet: bool, watch: bool) -> None:
+    from bridge_cli.proxy.runtime import Bridge  # mitmproxy loads only for `up`
+
+    bridge = Bridge(cfg, home, config_path=path, watch=watch)
+    bridge.bus.subscribe(_make_printer(quiet))
+    try:
+        await bridge.start()
+    except BaseException:
+        await bridge.stop()
+        raise
+    _print_listeners(bridge, home)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bridge.stop()))
+    try:
+        await bridge.wait_stopped()
+    finally:
+        await bridge.stop()
+        err_console.print("bridge stopped")
+
+
+def _print_listeners(bridge, home: Path) -> None:
+    state = bridge.state
+    for name, (host, port) in state.bound.items():
+        url = f"http://{host}:{port}"
+        route = state.config.route(name)
+        if route is None:
+            console.print(f"  [bold]proxy[/bold]    {url}   set HTTPS_PROXY={url} "
+                          "(HTTPS needs bridge's CA: run `bridge ca`)")
+        else:
+            ups = ", ".join(u.url for u in route.upstreams)
+            console.print(f"  [bold]{escape(name)}[/bold]   {url}   base URL for the app → {escape(ups)}")
+    for route in state.config.routes:
+        if route.listen is None and route.match is not None:
+            console.print(f"  [bold]{route.name}[/bold]   via the proxy: host "
+                          f"{route.match.host or '*'} path {route.match.path or '/**'}")
+    console.print(f"  [bold]control[/bold]  {bridge.control.url}   (bridge status)")
+    console.print(f"  flow log {home / 'flows.jsonl'}")
+    console.file.flush()
+
+
+def _make_printer(quiet: bool):
+    def on_event(event) -> None:
+        if isinstance(event, NoticeEvent):
+            style = {"error": "red", "warning": "yellow"}.get(event.level, "cyan")
+            err_console.print(f"[{style}]{escape(event.message)}[/{style}]", highlight=False)
+            return
+        if quiet or not isinstance(event, FlowEvent):
+            return
+        status = event.status if event.status is not None else "---"
+        style = STATUS_STYLE.get((event.status or 500) // 100, "red")
+        extra = f" [red]{escape(event.error)}[/red]" if event.error else ""
+        tries = f" ×{event.attempts}" if event.attempts > 1 else ""
+        console.print(
+            f"{event.method:6} {event.route or '-':14} {event.upstream or '-':16} "
+            f"[{style}]{status}[/{style}] {event.duration_ms:7.1f}ms{tries}  {escape(event.url)}{extra}",
+            highlight=False, soft_wrap=True)
+
+    return on_event

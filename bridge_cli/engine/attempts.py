@@ -1,0 +1,181 @@
+"""The attempt loop: which upstream gets the next try, when to wait, when to give up.
+
+One rule for every strategy (DESIGN.md, "Retries and fallback"): each upstream in the
+strategy's order gets up to `retry.attempts` tries with backoff between them; when they
+are used up, or a second try there cannot help, the request moves to the next upstream.
+The loop never touches a socket: `send` (supplied by proxy/) makes one try and reports an
+`Outcome`; sleeping, the clock and randomness are injected so tests run on a fake clock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bridge_cli.config.model import DEFAULT_RETRY_ON, IDEMPOTENT_METHODS, Retry, Route, Upstream
+from bridge_cli.engine.backoff import backoff_delay
+from bridge_cli.engine.events import TryRecord
+
+# Failure kinds a try can end with, besides a response.
+CONNECT, RESET, TIMEOUT, BREAKER_OPEN = "connect", "reset", "timeout", "breaker_open"
+
+
+@dataclass
+class Outcome:
+    """What one try produced: a response (status set) or a failure kind."""
+
+    kind: str  # "response" | connect | reset | timeout | breaker_open
+    status: int | None = None
+    retry_after: float | None = None  # seconds, parsed from the response
+    duration: float = 0.0  # seconds
+    handle: Any = None  # the sender's response object, opaque here
+    release: Callable[[], None] | None = None  # frees `handle` when the loop moves on
+    never_left: bool = False  # the request provably never reached the upstream
+    fault: str | None = None  # the injected fault that produced this outcome
+    detail: str = ""
+
+    @property
+    def label(self) -> str:
+        """The word `retry.on` uses for this outcome: a status code or a failure kind."""
+        return str(self.status) if self.kind == "response" else self.kind
+
+    def discard(self) -> None:
+        if self.release is not None:
+            self.release()
+            self.release = None
+
+
+class UpstreamGuard(Protocol):
+    """Per-upstream admission (circuit breakers); the loop asks before every try."""
+
+    def allow(self, upstream: Upstream) -> bool: ...
+
+    def record(self, upstream: Upstream, outcome: Outcome) -> None: ...
+
+
+class RetryBudget(Protocol):
+    """Bounds retries of a route; the loop asks before every try after the first."""
+
+    def allow_retry(self) -> bool: ...
+
+
+Sender = Callable[[Upstream, int], Awaitable[Outcome]]
+
+
+@dataclass
+class AttemptResult:
+    """The outcome the client gets and every try that led to it."""
+
+    final: Outcome
+    upstream: Upstream | None
+    tries: list[TryRecord] = field(default_factory=list)
+    all_unavailable: bool = False  # every upstream's breaker was open
+    budget_exhausted: bool = False
+
+
+def is_success(outcome: Outcome) -> bool:
+    """A response is final unless its status asks for a retry; failures are never final."""
+    return outcome.kind == "response"
+
+
+class AttemptLoop:
+    """Runs the tries of one request over `order`, the strategy's upstream order."""
+
+    def __init__(
+        self,
+        route: Route,
+        *,
+        sleep: Callable[[float], Awaitable[None]],
+        rng: random.Random,
+        guard: UpstreamGuard | None = None,
+        budget: RetryBudget | None = None,
+        client_gone: Callable[[], bool] = lambda: False,
+    ) -> None:
+        self.route = route
+        self.retry = route.retry or Retry()
+        self.sleep = sleep
+        self.rng = rng
+        self.guard = guard
+        self.budget = budget
+        self.client_gone = client_gone
+
+    def _retryable(self, method: str, outcome: Outcome) -> bool:
+        """May this outcome move to another try (same or next upstream)?"""
+        on = self.retry.on if self.route.retry else DEFAULT_RETRY_ON
+        if outcome.kind == BREAKER_OPEN:
+            return True
+        if outcome.label not in on:
+            return False
+        if method in self.retry.methods or (
+            self.route.retry is None and method in IDEMPOTENT_METHODS
+        ):
+            return True
+        # A non-idempotent request moves on only when it provably never left.
+        return outcome.never_left
+
+    def _same_upstream_can_help(self, outcome: Outcome, others_left: bool) -> bool:
+        if outcome.kind == BREAKER_OPEN:
+            return False
+        if outcome.kind == CONNECT and outcome.never_left and others_left:
+            return False  # refused: another upstream is a better bet than waiting
+        return True
+
+    async def run(self, method: str, order: Sequence[Upstream], send: Sender) -> AttemptResult:
+        """Try upstreams in `order` until one answers acceptably or nothing is left."""
+        method = method.upper()
+        tries: list[TryRecord] = []
+        last: Outcome | None = None
+        last_up: Upstream | None = None
+        any_attempted = False
+        for index, upstream in enumerate(order):
+            others_left = index < len(order) - 1
+            if self.guard is not None and not self.guard.allow(upstream):
+                tries.append(TryRecord(upstream.name, BREAKER_OPEN))
+                continue
+            for attempt in range(self.retry.attempts):
+                if any_attempted and self.budget is not None and not self.budget.allow_retry():
+                    return AttemptResult(last, last_up, tries, budget_exhausted=True)
+                if self.client_gone():
+                    break
+                if last is not None:
+                    last.discard()
+                outcome = await send(upstream, attempt)
+                any_attempted = True
+                last, last_up = outcome, upstream
+                tries.append(
+                    TryRecord(
+                        upstream.name,
+                        "ok" if outcome.kind == "response" and not self._retryable(method, outcome)
+                        else outcome.label,
+                        outcome.status,
+                        round(outcome.duration * 1000, 3),
+                        outcome.fault,
+                    )
+                )
+                if self.guard is not None:
+                    self.guard.record(upstream, outcome)
+                if not self._retryable(method, outcome):
+                    return AttemptResult(outcome, upstream, tries)
+                if attempt + 1 >= self.retry.attempts:
+                    break
+                if not self._same_upstream_can_help(outcome, others_left):
+                    break
+                wait = self._wait_before_retry(outcome, attempt)
+                if wait is None:
+                    break  # Retry-After beyond backoff.max: the next upstream, at once
+                if wait > 0:
+                    await self.sleep(wait)
+            if self.client_gone():
+                break
+        if last is None:
+            return AttemptResult(Outcome(BREAKER_OPEN), None, tries, all_unavailable=True)
+        return AttemptResult(last, last_up, tries)
+
+    def _wait_before_retry(self, outcome: Outcome, attempt: int) -> float | None:
+        """Seconds to wait before the next try on the same upstream; None: move on now."""
+        b = self.retry.backoff
+        if outcome.retry_after is not None and self.retry.respect_retry_after:
+            return outcome.retry_after if outcome.retry_after <= b.max else None
+        return backoff_delay(attempt, b.initial, b.max, b.jitter, self.rng)

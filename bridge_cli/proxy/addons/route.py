@@ -1,0 +1,47 @@
+"""Step 1 of a request: find its route (by listener or host/path) and give it an id."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from mitmproxy import http
+
+from bridge_cli.engine.replies import error_reply
+from bridge_cli.engine.routing import match_route
+from bridge_cli.proxy.flowmeta import META, apply_reply
+from bridge_cli.proxy.state import LiveState
+
+
+class RouteAddon:
+    """Marks each flow with `flow.metadata["bridge"]`: id, route name, the config it runs on."""
+
+    def __init__(self, state: LiveState) -> None:
+        self.state = state
+
+    def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        config = self.state.config  # the flow keeps this one across a reload
+        spec = flow.client_conn.proxy_mode.full_spec
+        meta = {
+            "id": uuid.uuid4().hex[:12],
+            "config": config,
+            "t0": time.monotonic(),
+            "ts": time.time(),
+            "route": None,
+            "method": flow.request.method,
+            "url": flow.request.pretty_url,  # before any retargeting
+            "request_bytes": len(flow.request.raw_content or b""),
+            "upstream_s": 0.0,  # seconds spent waiting on upstreams (for overhead)
+        }
+        flow.metadata[META] = meta
+        if spec.startswith("reverse:"):
+            route = self.state.route_for_mode(spec, config)
+            if route is None:  # its route was removed by a reload while the listener closes
+                apply_reply(flow, error_reply("no_route", "this listener has no route any more"))
+                return
+        else:
+            route = match_route(config, flow.request.pretty_host, flow.request.path)
+        if route is not None:
+            meta["route"] = route.name

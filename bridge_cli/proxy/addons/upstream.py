@@ -1,0 +1,143 @@
+"""Step 4 of a request: the attempt loop, applied to the flow.
+
+The engine's AttemptLoop decides which upstream gets each try and when to give up; this
+addon only makes the tries (proxy/outbound.py) and turns the result into the flow's
+response: buffered bodies directly, streams through the forwarder, failures as bridge's
+JSON errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from mitmproxy import http
+
+from bridge_cli.engine.attempts import BREAKER_OPEN, CONNECT, TIMEOUT, AttemptLoop, Outcome
+from bridge_cli.engine.replies import error_reply
+from bridge_cli.proxy.flowmeta import apply_reply, bridge_headers, meta, overhead_ms, route_of
+from bridge_cli.proxy.forwarder import PATH_PREFIX, Forwarder, Handoff
+from bridge_cli.proxy.outbound import HOP_BY_HOP, OutboundRequest, UpstreamResponse, send_once
+from bridge_cli.proxy.state import LiveState
+
+
+class UpstreamAddon:
+    """Runs every routed request through the attempt loop."""
+
+    def __init__(self, state: LiveState, forwarder: Forwarder) -> None:
+        self.state = state
+        self.forwarder = forwarder
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.response or flow.error or not flow.live:
+            return
+        route = route_of(flow)
+        if route is None:
+            return  # pass-through: mitmproxy forwards it natively
+        m = meta(flow)
+        req = OutboundRequest(
+            method=flow.request.method,
+            path=flow.request.path,
+            headers=tuple((k, v) for k, v in flow.request.headers.items(multi=True)),
+            body=flow.request.raw_content or b"",
+        )
+        session = self.state.session
+
+        async def send(upstream, attempt) -> Outcome:
+            outcome = await send_once(session, upstream, req, route.timeout)
+            m["upstream_s"] += outcome.duration
+            return outcome
+
+        loop = AttemptLoop(
+            route,
+            sleep=self._sleep_counted(m),
+            rng=self.state.rng,
+            client_gone=lambda: flow.client_conn.timestamp_end is not None,
+        )
+        result = await loop.run(req.method, route.upstreams, send)
+        m["tries"] = result.tries
+        m["attempts"] = sum(1 for t in result.tries if t.outcome != BREAKER_OPEN)
+        m["upstream"] = result.upstream.name if result.upstream else None
+        final = result.final
+
+        if result.all_unavailable:
+            apply_reply(flow, error_reply(
+                "all_upstreams_unavailable",
+                f"every upstream of route '{route.name}' has an open circuit breaker"))
+        elif final.kind == "response":
+            self._apply_response(flow, m, final.handle, route.timeout.total)
+        elif final.kind == TIMEOUT:
+            apply_reply(flow, error_reply(
+                "upstream_timeout",
+                f"route '{route.name}': upstream '{m['upstream']}' did not answer in time "
+                f"({final.detail})"))
+        elif final.kind == CONNECT:
+            apply_reply(flow, error_reply(
+                "upstream_unreachable",
+                f"route '{route.name}': could not connect to upstream '{m['upstream']}' "
+                f"({final.detail})"))
+        else:
+            apply_reply(flow, error_reply(
+                "upstream_reset",
+                f"route '{route.name}': upstream '{m['upstream']}' dropped the connection "
+                f"({final.detail})"))
+
+    def _sleep_counted(self, m):
+        async def sleep(seconds: float) -> None:
+            # Backoff is the route's policy, not bridge's overhead.
+            m["upstream_s"] += seconds
+            await asyncio.sleep(seconds)
+
+        return sleep
+
+    def _apply_response(self, flow: http.HTTPFlow, m: dict, up: UpstreamResponse,
+                        idle_timeout: float) -> None:
+        if up.body is not None:
+            resp = http.Response.make(up.status, b"", [(k.encode("latin-1"), v.encode("latin-1"))
+                                                       for k, v in up.headers])
+            if flow.request.method != "HEAD":
+                resp.raw_content = up.body
+                resp.headers["content-length"] = str(len(up.body))
+            for k, v in bridge_headers(m):
+                resp.headers[k] = v
+            resp.headers["x-bridge-overhead-ms"] = f"{overhead_ms(m):.2f}"
+            flow.response = resp
+            return
+        # A stream: park the open response with the forwarder and point the flow at it.
+        handoff = Handoff(up, idle_timeout)
+        token = self.forwarder.register(handoff)
+        m["handoff"] = handoff
+        m["streamed"] = True
+        flow.request.scheme = "http"
+        flow.request.host = "127.0.0.1"
+        flow.request.port = self.forwarder.port
+        flow.request.path = PATH_PREFIX + token
+        flow.request.raw_content = b""
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        m = meta(flow)
+        if m is None:
+            return
+        handoff: Handoff | None = m.get("handoff")
+        if handoff is None:
+            # Pass-through traffic: stream what looks like a stream, natively.
+            ctype = flow.response.headers.get("content-type", "").lower()
+            if ctype.startswith(("text/event-stream", "application/x-ndjson")):
+                flow.response.stream = True
+                m["streamed"] = True
+            return
+        # Show the client the upstream's headers, not the forwarder's.
+        framing = [(k, v) for k, v in flow.response.headers.items(multi=True)
+                   if k.lower() in ("transfer-encoding", "content-length")]
+        headers = http.Headers()
+        for k, v in handoff.response.headers:
+            if k.lower() not in HOP_BY_HOP and k.lower() != "content-length":
+                headers.add(k, v)
+        for k, v in framing:
+            headers.add(k, v)
+        for k, v in bridge_headers(m):
+            headers[k] = v
+        headers["x-bridge-overhead-ms"] = f"{overhead_ms(m):.2f}"
+        flow.response.headers = headers
+        flow.response.stream = True
+        m["first_byte_t"] = time.monotonic()

@@ -1,0 +1,184 @@
+"""bridge's own upstream calls: one pooled aiohttp session, one try -> one Outcome.
+
+Outbound hygiene (DESIGN.md): no decompression (the client gets the bytes the upstream
+sent, Content-Encoding intact), no cookies kept between clients, no headers of our own,
+hop-by-hop headers stripped both ways.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from bridge_cli.config.model import Timeout, Upstream
+from bridge_cli.engine.attempts import CONNECT, RESET, TIMEOUT, Outcome
+
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
+# Never copied from the client: we set Host for the upstream, aiohttp frames the body.
+_REQUEST_SKIP = HOP_BY_HOP | {"host", "content-length"}
+STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/stream+json")
+BUFFER_LIMIT = 8 * 2**20  # bytes: a larger declared body is streamed, not buffered
+
+
+@dataclass(frozen=True)
+class OutboundRequest:
+    """The request as the client sent it, ready to be replayed on every try."""
+
+    method: str
+    path: str  # path and query, as received
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+
+@dataclass
+class UpstreamResponse:
+    """An upstream's answer: headers now; the body read fully or left open to stream."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes | None  # None: not read yet, stream it from `raw`
+    raw: aiohttp.ClientResponse
+
+
+def make_session() -> aiohttp.ClientSession:
+    """The one pooled session of the request path."""
+    connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+    return aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
+        timeout=aiohttp.ClientTimeout(total=None),
+    )
+
+
+@lru_cache(maxsize=32)
+def _ssl_context(ca_file: str | None) -> ssl.SSLContext | None:
+    if ca_file is None:
+        return None  # aiohttp's default: the system's trust store, verified
+    ctx = ssl.create_default_context()
+    ctx.load_verify_locations(cafile=ca_file)
+    return ctx
+
+
+def upstream_url(upstream: Upstream, path: str) -> str:
+    """The upstream's URL joined with the request's path (the upstream's base path first)."""
+    base = upstream.url.rstrip("/")
+    return base + (path if path.startswith("/") else "/" + path)
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Parse Retry-After (seconds or an HTTP date) into seconds from `now` (epoch)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def wants_stream(status: int, headers: aiohttp.typedefs.LooseHeaders) -> bool:
+    """Should this response stream to the client instead of being buffered?"""
+    ctype = headers.get("Content-Type", "").lower()
+    if ctype.startswith(STREAM_TYPES):
+        return True
+    length = headers.get("Content-Length")
+    return length is not None and length.isdigit() and int(length) > BUFFER_LIMIT
+
+
+def _response_headers(raw: aiohttp.ClientResponse) -> list[tuple[str, str]]:
+    out = []
+    for k, v in raw.raw_headers:
+        name = k.decode("latin-1")
+        if name.lower() in HOP_BY_HOP:
+            continue
+        out.append((name, v.decode("latin-1")))
+    return out
+
+
+async def send_once(
+    session: aiohttp.ClientSession,
+    upstream: Upstream,
+    req: OutboundRequest,
+    timeout: Timeout,
+) -> Outcome:
+    """Make one try at `upstream`; never raises for network trouble, reports it instead."""
+    url = upstream_url(upstream, req.path)
+    host = urlsplit(url).netloc
+    headers = [(k, v) for k, v in req.headers if k.lower() not in _REQUEST_SKIP]
+    headers.append(("Host", host))
+    started = time.monotonic()
+    try:
+        raw = await asyncio.wait_for(
+            session.request(
+                req.method,
+                url,
+                headers=headers,
+                data=req.body if req.body or req.method not in ("GET", "HEAD") else None,
+                allow_redirects=False,
+                ssl=_ssl_context(upstream.ca_file),
+                timeout=aiohttp.ClientTimeout(sock_connect=timeout.connect),
+            ),
+            timeout.total,
+        )
+    except (TimeoutError, aiohttp.ServerTimeoutError) as e:
+        kind = CONNECT if isinstance(e, aiohttp.ConnectionTimeoutError) else TIMEOUT
+        return Outcome(kind, duration=time.monotonic() - started, detail=f"timed out: {url}")
+    except aiohttp.ClientConnectorError as e:
+        # Refused or unresolvable: the request provably never reached the upstream.
+        return Outcome(CONNECT, duration=time.monotonic() - started, never_left=True,
+                       detail=f"{e.os_error.strerror or e}: {host}")
+    except (aiohttp.ClientError, OSError) as e:
+        return Outcome(RESET, duration=time.monotonic() - started, detail=f"{type(e).__name__}: {e}")
+
+    headers_out = _response_headers(raw)
+    body: bytes | None = None
+    if not wants_stream(raw.status, raw.headers) and req.method != "HEAD":
+        remaining = timeout.total - (time.monotonic() - started)
+        try:
+            body = await asyncio.wait_for(raw.read(), max(remaining, 0.001))
+        except TimeoutError:
+            raw.close()
+            return Outcome(TIMEOUT, duration=time.monotonic() - started, detail=f"body timed out: {url}")
+        except (aiohttp.ClientError, OSError) as e:
+            raw.close()
+            return Outcome(RESET, duration=time.monotonic() - started,
+                           detail=f"body cut: {type(e).__name__}")
+        finally:
+            if body is not None:
+                raw.release()
+    elif req.method == "HEAD":
+        body = b""
+        raw.release()
+    return Outcome(
+        "response",
+        status=raw.status,
+        retry_after=retry_after_seconds(raw.headers.get("Retry-After"), time.time()),
+        duration=time.monotonic() - started,
+        handle=UpstreamResponse(raw.status, headers_out, body, raw),
+        release=raw.close,
+    )

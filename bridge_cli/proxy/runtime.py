@@ -1,0 +1,259 @@
+"""One running bridge: the mitmproxy master, bridge's addons, forwarder and control API.
+
+mitmproxy's Master is global per process, so there is one Bridge per process. Everything
+runs on one asyncio loop: mitmproxy's servers, the forwarder, the control API and the
+config watcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from mitmproxy import options as mitm_options
+from mitmproxy.addons import default_addons
+from mitmproxy.master import Master
+
+from bridge_cli.config.loader import load_config
+from bridge_cli.config.model import Config, Listen
+from bridge_cli.engine.events import EventBus, NoticeEvent
+from bridge_cli.errors import BridgeError, ConfigError, StartupError
+from bridge_cli.proxy.addons.record import RecordAddon
+from bridge_cli.proxy.addons.route import RouteAddon
+from bridge_cli.proxy.addons.upstream import UpstreamAddon
+from bridge_cli.proxy.forwarder import Forwarder
+from bridge_cli.proxy.listeners import ListenerPlan, check_bindable, free_port, plan_listeners
+from bridge_cli.proxy.outbound import make_session
+from bridge_cli.proxy.state import LiveState
+from bridge_cli.store import FlowLog, open_store
+
+log = logging.getLogger("bridge")
+WATCH_INTERVAL = 0.5  # seconds between looks at the config file
+
+
+@dataclass
+class ReloadResult:
+    """What a reload did: applied, or refused with the reason (the old config serves on)."""
+
+    applied: bool
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"applied": self.applied, "message": self.message}
+
+
+def mitmproxy_confdir(home: Path) -> Path:
+    """Where bridge keeps mitmproxy's CA and settings: inside $BRIDGE_HOME."""
+    return home / "mitmproxy"
+
+
+class Bridge:
+    """Start, reload and stop one bridge on the running event loop."""
+
+    def __init__(self, config: Config, home: Path, *, config_path: Path | None = None,
+                 watch: bool = True) -> None:
+        self.home = home
+        self.config_path = config_path
+        self.watch = watch
+        self.bus = EventBus()
+        self.state = LiveState(config=config, bus=self.bus,
+                               config_path=str(config_path) if config_path else None)
+        self.bus.subscribe(self.state.on_event)
+        self.forwarder = Forwarder()
+        self.master: Master | None = None
+        self.control = None
+        self.store = None
+        self.flowlog: FlowLog | None = None
+        self.token = secrets.token_urlsafe(24)
+        self._tasks: list[asyncio.Task] = []
+        self._plans: list[ListenerPlan] = []
+        self._reload_lock = asyncio.Lock()
+        self._stopped = asyncio.Event()
+
+    # --- start -------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind everything the config asks for, or raise a BridgeError and bind nothing."""
+        config = self.state.config
+        control_listen = config.control.listen
+        if control_listen.port == 0:
+            control_listen = Listen(control_listen.host, free_port(control_listen.host))
+        self._plans = plan_listeners(config)
+        for plan in self._plans:
+            check_bindable(plan.listen, plan.key)
+        check_bindable(control_listen, "control.listen")
+
+        self.store = open_store(config.store, self.home)
+        self.flowlog = FlowLog(self.home / "flows.jsonl")
+        self.bus.subscribe(self._log_event)
+        self.state.session = make_session()
+        self.state.forwarder_port = await self.forwarder.start()
+
+        from bridge_cli.control.server import ControlServer  # control imports proxy state
+
+        self.control = ControlServer(self, self.token)
+        await self.control.start(control_listen)
+        await self._start_master(self._plans)
+        self._write_control_file()
+        self._tasks.append(asyncio.create_task(self._flush_loop(), name="bridge-flush"))
+        if self.watch and self.config_path is not None:
+            self._tasks.append(asyncio.create_task(self._watch_loop(), name="bridge-watch"))
+
+    async def _start_master(self, plans: list[ListenerPlan]) -> None:
+        confdir = mitmproxy_confdir(self.home)
+        confdir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        opts = mitm_options.Options()
+        self.master = Master(opts)
+        self.master.addons.add(*default_addons())
+        self.master.addons.add(
+            RouteAddon(self.state),
+            UpstreamAddon(self.state, self.forwarder),
+            RecordAddon(self.state),
+        )
+        opts.update(
+            mode=[p.spec for p in plans] or [],
+            connection_strategy="lazy",
+            confdir=str(confdir),
+            http2=True,
+        )
+        proxy = self.state.config.proxy
+        if proxy is not None and proxy.ca_file:
+            opts.update(ssl_verify_upstream_trusted_ca=proxy.ca_file)
+        self.state.mode_routes = {p.spec: p.name for p in plans if p.name != "proxy"}
+        self._tasks.append(asyncio.create_task(self.master.run(), name="mitmproxy-master"))
+        await self._await_listeners(plans)
+
+    async def _await_listeners(self, plans: list[ListenerPlan], timeout: float = 10.0) -> None:
+        """Wait until mitmproxy serves every planned listener; a missing one is fatal."""
+        ps = self.master.addons.get("proxyserver")
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            bound = {s.mode.full_spec: s.listen_addrs for s in ps.servers if s.listen_addrs}
+            missing = [p for p in plans if p.spec not in bound]
+            if not missing and not ps.servers.is_updating:
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                p = missing[0] if missing else plans[0]
+                raise StartupError(f"{p.key}: mitmproxy could not listen on {p.listen}")
+            await asyncio.sleep(0.02)
+        self.state.bound = {p.name: tuple(bound[p.spec][0][:2]) for p in plans}
+
+    def _write_control_file(self) -> None:
+        path = self.home / "control.json"
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump({"url": self.control.url, "token": self.token, "pid": os.getpid()}, f)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+
+    # --- run / stop ----------------------------------------------------------------
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def stop(self) -> None:
+        """Close listeners and release everything; safe to call twice."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        for t in self._tasks:
+            if t.get_name() != "mitmproxy-master":
+                t.cancel()
+        if self.master is not None:
+            self.master.shutdown()
+            master_task = next((t for t in self._tasks if t.get_name() == "mitmproxy-master"), None)
+            if master_task is not None:
+                try:
+                    await asyncio.wait_for(master_task, 5)
+                except (TimeoutError, asyncio.CancelledError):
+                    pass
+        if self.control is not None:
+            await self.control.stop()
+        await self.forwarder.stop()
+        if self.state.session is not None:
+            await self.state.session.close()
+        if self.flowlog is not None:
+            self.flowlog.close()
+        if self.store is not None:
+            self.store.close()
+        control = self.home / "control.json"
+        try:
+            if json.loads(control.read_text()).get("token") == self.token:
+                control.unlink()
+        except (OSError, ValueError):
+            pass
+
+    # --- events ----------------------------------------------------------------------
+    def _log_event(self, event) -> None:
+        if self.flowlog is not None:
+            self.flowlog.write(event.to_dict())
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            if self.flowlog is not None:
+                self.flowlog.flush()
+
+    # --- reload ----------------------------------------------------------------------
+    async def reload(self, config: Config | None = None) -> ReloadResult:
+        """Apply a new config (read from the file when None); refuse a bad one."""
+        async with self._reload_lock:
+            try:
+                if config is None:
+                    if self.config_path is None:
+                        raise ConfigError("bridge runs on the built-in default; there is no file to reload")
+                    config = load_config(self.config_path)
+                result = await self._apply(config)
+            except BridgeError as e:
+                result = ReloadResult(False, f"reload refused, the old config keeps serving: {e}")
+            self.bus.publish(NoticeEvent("info" if result.applied else "error", result.message))
+            return result
+
+    async def _apply(self, config: Config) -> ReloadResult:
+        old = self.state.config
+        previous = {p.name: p.listen for p in self._plans}
+        plans = plan_listeners(config, previous)
+        current = {p.spec for p in self._plans}
+        for plan in plans:
+            if plan.spec not in current:  # a new or moved listener must bind first
+                check_bindable(plan.listen, plan.key)
+        notes = []
+        if config.control.listen != old.control.listen:
+            notes.append("control.listen changes at the next start")
+        if config.store != old.store:
+            notes.append("store changes at the next start")
+        # New flows see the new config at once; flows in flight keep the one they started with.
+        self.state.mode_routes = {p.spec: p.name for p in plans if p.name != "proxy"}
+        self.state.config = config
+        self._plans = plans
+        if {p.spec for p in plans} != current:
+            self.master.options.update(mode=[p.spec for p in plans])
+            await asyncio.sleep(0)
+            await self._await_listeners(plans)
+        msg = f"config reloaded from {config.source}: {len(config.routes)} route(s)"
+        if notes:
+            msg += " (" + "; ".join(notes) + ")"
+        return ReloadResult(True, msg)
+
+    async def _watch_loop(self) -> None:
+        path = self.config_path
+        last = _file_sig(path)
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            sig = _file_sig(path)
+            if sig != last:
+                await asyncio.sleep(0.1)  # let an editor finish writing
+                last = _file_sig(path)
+                await self.reload()
+
+
+def _file_sig(path: Path) -> tuple | None:
+    try:
+        st = path.stat()
+        return (st.st_mtime_ns, st.st_size)
+    except OSError:
+        return None

@@ -1,0 +1,81 @@
+"""What the addons share while bridge runs: the live config, its listeners, counters.
+
+A flow keeps the config it started with (`flow.metadata["bridge"]["config"]`), so a reload
+swaps `LiveState.config` without touching requests in flight.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from bridge_cli.config.model import Config, Listen, Route
+from bridge_cli.engine.events import EventBus, FlowEvent
+
+PROXY_LISTENER = "proxy"  # the name of the explicit proxy in listener tables
+
+
+def reverse_spec(listen: Listen) -> str:
+    """mitmproxy mode for a route's reverse listener: the URL is a placeholder, bridge
+    picks every try's upstream itself (DESIGN.md, "Listeners")."""
+    return f"reverse:http://127.0.0.1:9@{listen.host}:{listen.port}"
+
+
+def regular_spec(listen: Listen) -> str:
+    return f"regular@{listen.host}:{listen.port}"
+
+
+@dataclass
+class RouteCounters:
+    """Request counts and recent latencies of one route (or of pass-through traffic)."""
+
+    requests: int = 0
+    errors: int = 0  # bridge answered with an error, or the flow failed
+    by_status: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    by_upstream: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    latencies_ms: deque = field(default_factory=lambda: deque(maxlen=512))
+
+    def add(self, event: FlowEvent) -> None:
+        self.requests += 1
+        if event.status is not None:
+            self.by_status[event.status] += 1
+        if event.error or event.status is None:
+            self.errors += 1
+        if event.upstream:
+            self.by_upstream[event.upstream] += 1
+        self.latencies_ms.append(event.duration_ms)
+
+    def percentile(self, q: float) -> float | None:
+        """Latency percentile `q` (0..1) over the recent window, ms."""
+        if not self.latencies_ms:
+            return None
+        data = sorted(self.latencies_ms)
+        return data[min(len(data) - 1, int(q * len(data)))]
+
+
+@dataclass
+class LiveState:
+    """Shared by every addon and the control API of one running bridge."""
+
+    config: Config
+    bus: EventBus
+    session: aiohttp.ClientSession | None = None
+    mode_routes: dict[str, str] = field(default_factory=dict)  # mode spec -> route name
+    bound: dict[str, tuple[str, int]] = field(default_factory=dict)  # listener -> address
+    counters: dict[str, RouteCounters] = field(default_factory=lambda: defaultdict(RouteCounters))
+    forwarder_port: int | None = None
+    started_at: float = field(default_factory=time.time)
+    rng: random.Random = field(default_factory=random.Random)
+    config_path: str | None = None
+
+    def on_event(self, event) -> None:
+        if isinstance(event, FlowEvent):
+            self.counters[event.route or PROXY_LISTENER].add(event)
+
+    def route_for_mode(self, spec: str, config: Config) -> Route | None:
+        name = self.mode_routes.get(spec)
+        return config.route(name) if name else None

@@ -1,0 +1,442 @@
+"""store/: DiskStore on a real diskcache, the pickle refusal, bridge_home and open_store."""
+
+import logging
+import os
+import sqlite3
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import diskcache
+import pytest
+
+from bridge_cli.errors import StoreError, UsageError
+from bridge_cli.store import DiskStore, Store, bridge_home, make_key, open_store
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = DiskStore(tmp_path / "store")
+    yield s
+    s.close()
+
+
+class Planted:
+    """Unpickling this creates `marker`: proof that someone called pickle.loads."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+# --- values --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "text",
+        "",
+        b"\x00\xffbytes",
+        b"",
+        0,
+        -7,
+        2**63 - 1,
+        2**80,
+        1.5,
+        True,
+        False,
+        {"a": [1, 2.5, "x", None, True], "b": {"c": {}}},
+        [],
+        [1, "two", {"three": 3}],
+        "x" * 100_000,
+        b"y" * 100_000,
+        {"big": ["z" * 100] * 1000},
+    ],
+    ids=lambda v: f"{type(v).__name__}:{len(v) if hasattr(v, '__len__') else v}",
+)
+def test_values_round_trip_with_their_types(store, value):
+    store.set("k", value)
+    got = store.get("k")
+    assert got == value
+    assert type(got) is type(value)
+
+
+def test_missing_key_and_stored_none_both_read_as_none(store):
+    assert store.get("nope") is None
+    store.set("null", None)
+    assert store.get("null") is None
+    assert list(store.scan("null")) == ["null"]
+
+
+def test_values_survive_reopening(tmp_path):
+    with DiskStore(tmp_path) as s:
+        s.set("breaker:r:u", {"state": "open", "opened_at": 1764000000.5})
+    with DiskStore(tmp_path) as s:
+        assert s.get("breaker:r:u") == {"state": "open", "opened_at": 1764000000.5}
+
+
+@pytest.mark.parametrize("value", [{1, 2}, object(), (b"bytes-in-json",), {"k": b"v"}])
+def test_values_that_are_not_bytes_or_json_are_refused(store, value):
+    with pytest.raises(TypeError):
+        store.set("k", value)
+
+
+def test_nan_is_refused_rather_than_read_back_as_none(store):
+    with pytest.raises(ValueError):
+        store.set("k", float("nan"))
+    with pytest.raises(ValueError):
+        store.set("k", {"x": float("inf")})
+
+
+def test_keys_must_be_non_empty_str(store):
+    for key in (b"k", 1, ("a", "b"), ""):
+        with pytest.raises(TypeError):
+            store.get(key)
+        with pytest.raises(TypeError):
+            store.set(key, 1)
+
+
+def test_ttl_expires_value(store):
+    store.set("short", "v", ttl=0.05)
+    store.set("long", "v", ttl=60)
+    assert store.get("short") == "v"
+    time.sleep(0.15)
+    assert store.get("short") is None
+    assert store.get("long") == "v"
+    assert list(store.scan("")) == ["long"]
+
+
+def test_delete_says_whether_the_key_existed(store):
+    store.set("k", 1)
+    assert store.delete("k") is True
+    assert store.delete("k") is False
+    assert store.get("k") is None
+
+
+def test_scan_yields_keys_with_prefix_in_order(store):
+    keys = [
+        "spend:route:openai:2026-11-25",
+        "spend:route:anthropic:2026-11-25",
+        "spend:route:openai:2026-11-24",
+        "spend:routes",
+        "spend:global:2026-11-25",
+        "reserved:route:openai:2026-11-25",
+        "spend:route;",  # ";" sorts right after ":" -- the range's upper bound
+        "spend:routé:x",
+    ]
+    for k in keys:
+        store.set(k, 1)
+    assert list(store.scan("spend:route:")) == [
+        "spend:route:anthropic:2026-11-25",
+        "spend:route:openai:2026-11-24",
+        "spend:route:openai:2026-11-25",
+    ]
+    assert list(store.scan("spend:routé")) == ["spend:routé:x"]
+    assert list(store.scan("")) == sorted(keys)
+    assert list(store.scan("nothing:")) == []
+
+
+def test_make_key_escapes_colons_so_prefixes_stay_exact():
+    assert make_key("spend", "route", "openai", "2026-11-25") == "spend:route:openai:2026-11-25"
+    assert make_key("breaker", "r", "http://a:8080") == "breaker:r:http%3A//a%3A8080"
+    assert make_key("x", "50%") == "x:50%25"
+
+
+def test_disk_store_satisfies_the_store_protocol(store):
+    assert isinstance(store, Store)
+
+
+def test_store_directory_is_owner_only(tmp_path):
+    DiskStore(tmp_path / "new").close()
+    assert stat.S_IMODE((tmp_path / "new").stat().st_mode) == 0o700
+
+
+# --- counters and reservations -------------------------------------------------------
+
+
+def test_incr_starts_from_zero_and_adds(store):
+    assert store.incr("n") == 1
+    assert store.incr("n", 41) == 42
+    assert store.incr("n", -2) == 40
+    assert store.get("n") == 40
+
+
+def test_incr_keeps_the_keys_expiry(store):
+    store.set("spend:route:r:today", 5, ttl=0.2)
+    assert store.incr("spend:route:r:today", 1) == 6
+    time.sleep(0.3)
+    assert store.get("spend:route:r:today") is None
+
+
+def test_incr_on_a_non_integer_is_a_store_error(store):
+    store.set("s", "text")
+    with pytest.raises(StoreError, match="not an integer"):
+        store.incr("s")
+    store.set("b", True)
+    with pytest.raises(StoreError):
+        store.reserve("b", 1, 10)
+
+
+def test_reserve_adds_only_while_within_the_limit(store):
+    assert store.reserve("reserved:r", 600_000, 1_000_000) is True
+    assert store.reserve("reserved:r", 400_000, 1_000_000) is True  # exactly at the limit
+    assert store.reserve("reserved:r", 1, 1_000_000) is False
+    assert store.get("reserved:r") == 1_000_000
+    assert store.reserve("other", 5, 4) is False
+    assert store.get("other") is None  # a refusal writes nothing
+
+
+def test_release_floors_at_zero(store):
+    store.reserve("reserved:r", 300, 1000)
+    assert store.release("reserved:r", 200) == 100
+    assert store.release("reserved:r", 500) == 0
+    assert store.get("reserved:r") == 0
+    assert store.release("never-set", 5) == 0
+
+
+def test_negative_amounts_are_refused(store):
+    with pytest.raises(ValueError):
+        store.reserve("k", -1, 10)
+    with pytest.raises(ValueError):
+        store.release("k", -1)
+
+
+def test_reserve_never_exceeds_limit_across_threads(tmp_path):
+    store = DiskStore(tmp_path)
+    granted, busy = [], []
+    start = threading.Barrier(8)
+
+    def worker():
+        n = b = 0
+        start.wait()
+        for _ in range(200):
+            try:
+                n += store.reserve("reserved:route:r:2026-11-25", 3, 1000)
+            except StoreError:
+                b += 1
+        granted.append(n)
+        busy.append(b)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    total = store.get("reserved:route:r:2026-11-25")
+    assert total == 3 * sum(granted) <= 1000
+    assert sum(granted) == 333, f"only {sum(granted)} granted, {sum(busy)} busy"
+    store.close()
+
+
+WORKER = """
+import sys, time
+from pathlib import Path
+from bridge_cli.errors import StoreError
+from bridge_cli.store import DiskStore
+store = DiskStore(Path(sys.argv[1]))
+go = Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+granted = busy = 0
+for _ in range(300):
+    try:
+        granted += store.reserve("reserved:global:2026-11-25", 1, 250)
+    except StoreError:
+        busy += 1
+print(granted, busy)
+"""
+
+
+def test_reserve_never_exceeds_limit_across_processes(tmp_path):
+    DiskStore(tmp_path / "store").close()  # create the schema before the race
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(tmp_path / "store"), str(go)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    time.sleep(0.5)  # let both import and open the store
+    go.touch()
+    results = [tuple(map(int, p.communicate(timeout=60)[0].split())) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    granted = sum(g for g, _ in results)
+    with DiskStore(tmp_path / "store") as s:
+        assert s.get("reserved:global:2026-11-25") == granted == 250, results
+
+
+# --- pickle refusal (CVE-2025-69872) --------------------------------------------------
+
+
+def test_pickled_rows_are_never_unpickled(tmp_path, caplog):
+    directory = tmp_path / "store"
+    markers = [tmp_path / f"pwned-{i}" for i in range(4)]
+    with diskcache.Cache(str(directory)) as plain:  # diskcache's default, pickling Disk
+        plain.set("cache:ns:small", Planted(markers[0]))
+        plain.set("spend:route:r:day", Planted(markers[1]))
+        plain.set(("tuple", Planted(markers[2])), 1)  # a pickled *key*
+    with diskcache.Cache(str(directory), disk_min_file_size=0) as plain:
+        plain.set("cache:ns:in-a-file", Planted(markers[3]))  # pickle in a .val file
+
+    with caplog.at_level(logging.WARNING, logger="bridge.store"), DiskStore(directory) as s:
+        assert s.get("cache:ns:small") is None
+        assert s.get("cache:ns:in-a-file") is None
+        assert list(s.scan("")) == ["cache:ns:in-a-file", "cache:ns:small", "spend:route:r:day"]
+        assert s.incr("spend:route:r:day", 5) == 5  # an unreadable counter restarts
+        s.set("cache:ns:small", {"safe": True})  # and may be overwritten
+        assert s.get("cache:ns:small") == {"safe": True}
+    for marker in markers:
+        assert not marker.exists(), f"{marker.name}: a pickle was loaded"
+    assert "pickle" in caplog.text
+
+
+def test_plain_diskcache_would_have_run_the_planted_pickle(tmp_path):
+    # The control: proves the planted row above is a real exploit, not a dud.
+    marker = tmp_path / "pwned"
+    with diskcache.Cache(str(tmp_path / "store")) as plain:
+        plain.set("k", Planted(marker))
+        plain.get("k")
+    assert marker.exists()
+
+
+# --- busy and broken stores ----------------------------------------------------------
+
+
+def test_corrupt_store_is_a_store_error_naming_the_directory(tmp_path):
+    directory = tmp_path / "store"
+    directory.mkdir()
+    (directory / "cache.db").write_bytes(b"this is not a sqlite database\n" * 300)
+    with pytest.raises(StoreError) as e:
+        DiskStore(directory)
+    assert str(directory) in str(e.value)
+    assert "deleted" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_corrupt_value_file_reads_as_a_miss(store, caplog):
+    store.set("big", {"x": "y" * 100_000})
+    [val] = list(Path(store.directory).rglob("*.val"))
+    val.write_text("{ not json")
+    with caplog.at_level(logging.WARNING, logger="bridge.store"):
+        assert store.get("big") is None
+    assert "big" in caplog.text
+
+
+def test_busy_store_fails_writes_fast_and_still_serves_reads(store):
+    store.set("k", "old")
+    locker = sqlite3.connect(store.directory / "cache.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another process is mid-write
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StoreError, match="busy"):
+            store.set("k", "new")
+        with pytest.raises(StoreError):
+            store.reserve("r", 1, 10)
+        assert store.get("k") == "old"  # WAL: readers are not blocked by a writer
+        assert time.monotonic() - t0 < 1.0
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    store.set("k", "new")
+    assert store.get("k") == "new"
+
+
+def test_storage_error_on_read_is_a_logged_miss(store, monkeypatch, caplog):
+    def broken(*a, **k):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store._cache, "get", broken)
+    with caplog.at_level(logging.WARNING, logger="bridge.store"):
+        assert store.get("spend:x") is None
+    assert "disk I/O error" in caplog.text
+
+
+def test_storage_error_on_write_is_a_store_error(store, monkeypatch):
+    def broken(*a, **k):
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(store._cache, "set", broken)
+    with pytest.raises(StoreError, match="disk is full"):
+        store.set("k", 1)
+    with pytest.raises(StoreError, match="disk is full"):
+        store.incr("k")
+
+
+# --- bridge_home ---------------------------------------------------------------------
+
+
+def test_bridge_home_uses_env_and_creates_it_owner_only(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRIDGE_HOME", str(tmp_path / "a" / "home"))
+    home = bridge_home()
+    assert home == tmp_path / "a" / "home"
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700
+
+
+def test_bridge_home_defaults_to_local_state(tmp_path, monkeypatch):
+    monkeypatch.delenv("BRIDGE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert bridge_home() == tmp_path / ".local" / "state" / "bridge"
+    assert stat.S_IMODE((tmp_path / ".local/state/bridge").stat().st_mode) == 0o700
+
+
+def test_bridge_home_tightens_loose_permissions(tmp_path, monkeypatch):
+    loose = tmp_path / "home"
+    loose.mkdir()
+    loose.chmod(0o755)
+    monkeypatch.setenv("BRIDGE_HOME", str(loose))
+    bridge_home()
+    assert stat.S_IMODE(loose.stat().st_mode) == 0o700
+
+
+def test_bridge_home_with_a_file_in_the_way_is_a_store_error(tmp_path, monkeypatch):
+    (tmp_path / "home").write_text("")
+    monkeypatch.setenv("BRIDGE_HOME", str(tmp_path / "home"))
+    with pytest.raises(StoreError) as e:
+        bridge_home()
+    assert str(tmp_path / "home") in str(e.value) and "BRIDGE_HOME" in str(e.value)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores permissions")
+def test_bridge_home_without_permission_is_a_store_error(tmp_path, monkeypatch):
+    (tmp_path / "locked").mkdir(mode=0o500)
+    monkeypatch.setenv("BRIDGE_HOME", str(tmp_path / "locked" / "home"))
+    try:
+        with pytest.raises(StoreError, match="BRIDGE_HOME"):
+            bridge_home()
+    finally:
+        (tmp_path / "locked").chmod(0o700)
+
+
+# --- open_store ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [None, "", "  "])
+def test_open_store_without_url_is_diskcache_in_home(tmp_path, url):
+    s = open_store(url, tmp_path)
+    assert isinstance(s, DiskStore) and s.directory == tmp_path / "store"
+    s.close()
+
+
+@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://:pw@cache.internal:6380"])
+def test_open_store_refuses_redis_until_it_exists(tmp_path, url):
+    with pytest.raises(UsageError) as e:
+        open_store(url, tmp_path)
+    assert str(e.value) == (
+        "store: redis:// is not supported yet; remove `store:` to use the embedded store in "
+        "$BRIDGE_HOME"
+    )
+
+
+def test_open_store_names_an_unknown_url_without_its_password(tmp_path):
+    with pytest.raises(UsageError) as e:
+        open_store("memcached://admin:hunter2hunter2@cache:11211", tmp_path)
+    assert "memcached://admin:" in str(e.value)
+    assert "hunter2" not in str(e.value)
