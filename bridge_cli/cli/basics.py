@@ -140,12 +140,15 @@ def status(
     for lst in data["listeners"]:
         table.add_row(lst["name"], lst["address"], lst["kind"])
     console.print(table)
-    routes = Table("route", "upstream", "url", "requests", "errors", "p50 ms", box=None)
+    routes = Table("route", "upstream", "url", "requests", "breaker", "errors", "p50 ms", box=None)
     for r in data["routes"]:
         p50 = r["latency_ms"]["p50"]
         for i, u in enumerate(r["upstreams"]):
+            br = u.get("breaker")
+            breaker = "-" if br is None else (
+                f"{br['state']} ({br['failures']}/{br['calls']} failed)")
             routes.add_row(r["name"] if i == 0 else "", u["name"], u["url"], str(u["requests"]),
-                           str(r["errors"]) if i == 0 else "",
+                           breaker, str(r["errors"]) if i == 0 else "",
                            f"{p50:.1f}" if (p50 is not None and i == 0) else "")
     console.print(routes)
     console.print(f"pass-through requests: {data['passthrough']['requests']}")

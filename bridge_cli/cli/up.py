@@ -17,7 +17,7 @@ from bridge_cli.cli.output import console, err_console
 from bridge_cli.cli.settings import parse_listen_option, resolve_config
 from bridge_cli.config.loader import unenforced_keys
 from bridge_cli.config.model import Config, Control, Proxy
-from bridge_cli.engine.events import FlowEvent, NoticeEvent
+from bridge_cli.engine.events import BreakerEvent, FlowEvent, NoticeEvent
 from bridge_cli.engine.redact import redact_text
 from bridge_cli.store import bridge_home
 
@@ -133,6 +133,13 @@ def _make_printer(quiet: bool):
         if isinstance(event, NoticeEvent):
             style = {"error": "red", "warning": "yellow"}.get(event.level, "cyan")
             err_console.print(f"[{style}]{escape(event.message)}[/{style}]", highlight=False)
+            return
+        if isinstance(event, BreakerEvent):
+            style = {"open": "red", "half_open": "yellow"}.get(event.new, "green")
+            err_console.print(
+                f"breaker [bold]{escape(event.route)}/{escape(event.upstream)}[/bold]: "
+                f"{event.old} → [{style}]{event.new}[/{style}] ({escape(event.reason)})",
+                highlight=False)
             return
         if quiet or not isinstance(event, FlowEvent):
             return

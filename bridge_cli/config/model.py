@@ -61,7 +61,7 @@ class Retry:
 
     attempts: int = 1  # tries per upstream, the first included
     on: tuple[str, ...] = DEFAULT_RETRY_ON  # status codes as strings, and connect/reset/timeout
-    methods: tuple[str, ...] = IDEMPOTENT_METHODS
+    methods: tuple[str, ...] = ()  # retried besides the idempotent methods (e.g. POST)
     backoff: Backoff = field(default_factory=Backoff)
     respect_retry_after: bool = True
     budget: float = 0.2  # fraction of the route's requests over the last 10 s

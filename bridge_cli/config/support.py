@@ -8,8 +8,6 @@ that makes its feature work.
 """
 
 UNENFORCED: set[str] = {
-    "routes[].retry",
-    "routes[].breaker",
     "routes[].cache",
     "routes[].rate_limit",
     "routes[].spend",

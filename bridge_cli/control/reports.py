@@ -28,6 +28,7 @@ def status_report(bridge: Bridge) -> dict:
     routes = []
     for route in config.routes:
         c = state.counters.get(route.name)
+        rr = state.resilience.get(route.name) if state.resilience else None
         addr = _address(state.bound.get(route.name))
         if addr:
             listeners.append({"name": route.name, "kind": "reverse", "address": addr})
@@ -38,9 +39,12 @@ def status_report(bridge: Bridge) -> dict:
             "strategy": route.strategy,
             "upstreams": [
                 {"name": u.name, "url": u.url, "weight": u.weight,
-                 "requests": c.by_upstream.get(u.name, 0) if c else 0}
+                 "requests": c.by_upstream.get(u.name, 0) if c else 0,
+                 "breaker": rr.breakers[u.name].snapshot() if rr and u.name in rr.breakers
+                 else None}
                 for u in route.upstreams
             ],
+            "retry_budget": rr.budget.snapshot() if rr else None,
             "requests": c.requests if c else 0,
             "errors": c.errors if c else 0,
             "statuses": {str(k): v for k, v in sorted(c.by_status.items())} if c else {},

@@ -54,6 +54,9 @@ class UpstreamGuard(Protocol):
 
     def record(self, upstream: Upstream, outcome: Outcome) -> None: ...
 
+    def cancel(self, upstream: Upstream) -> None:
+        """An allowed call was not made after all (gives a half-open permit back)."""
+
 
 class RetryBudget(Protocol):
     """Bounds retries of a route; the loop asks before every try after the first."""
@@ -73,6 +76,7 @@ class AttemptResult:
     tries: list[TryRecord] = field(default_factory=list)
     all_unavailable: bool = False  # every upstream's breaker was open
     budget_exhausted: bool = False
+    client_gone: bool = False
 
 
 def is_success(outcome: Outcome) -> bool:
@@ -108,9 +112,8 @@ class AttemptLoop:
             return True
         if outcome.label not in on:
             return False
-        if method in self.retry.methods or (
-            self.route.retry is None and method in IDEMPOTENT_METHODS
-        ):
+        # `retry.methods` adds to the idempotent methods, which are always safe to resend.
+        if method in IDEMPOTENT_METHODS or method in self.retry.methods:
             return True
         # A non-idempotent request moves on only when it provably never left.
         return outcome.never_left
@@ -131,24 +134,27 @@ class AttemptLoop:
         any_attempted = False
         for index, upstream in enumerate(order):
             others_left = index < len(order) - 1
-            if self.guard is not None and not self.guard.allow(upstream):
-                tries.append(TryRecord(upstream.name, BREAKER_OPEN))
-                continue
             for attempt in range(self.retry.attempts):
-                if any_attempted and self.budget is not None and not self.budget.allow_retry():
-                    return AttemptResult(last, last_up, tries, budget_exhausted=True)
                 if self.client_gone():
-                    break
+                    return AttemptResult(last or Outcome(RESET, detail="client gone"),
+                                         last_up, tries, client_gone=True)
+                if self.guard is not None and not self.guard.allow(upstream):
+                    tries.append(TryRecord(upstream.name, BREAKER_OPEN))
+                    break  # fail fast: no contact, straight to the next upstream
+                if any_attempted and self.budget is not None and not self.budget.allow_retry():
+                    if self.guard is not None:
+                        self.guard.cancel(upstream)
+                    return AttemptResult(last, last_up, tries, budget_exhausted=True)
                 if last is not None:
                     last.discard()
                 outcome = await send(upstream, attempt)
                 any_attempted = True
                 last, last_up = outcome, upstream
+                retryable = self._retryable(method, outcome)
                 tries.append(
                     TryRecord(
                         upstream.name,
-                        "ok" if outcome.kind == "response" and not self._retryable(method, outcome)
-                        else outcome.label,
+                        "ok" if outcome.kind == "response" and not retryable else outcome.label,
                         outcome.status,
                         round(outcome.duration * 1000, 3),
                         outcome.fault,
@@ -156,7 +162,7 @@ class AttemptLoop:
                 )
                 if self.guard is not None:
                     self.guard.record(upstream, outcome)
-                if not self._retryable(method, outcome):
+                if not retryable:
                     return AttemptResult(outcome, upstream, tries)
                 if attempt + 1 >= self.retry.attempts:
                     break
@@ -167,8 +173,6 @@ class AttemptLoop:
                     break  # Retry-After beyond backoff.max: the next upstream, at once
                 if wait > 0:
                     await self.sleep(wait)
-            if self.client_gone():
-                break
         if last is None:
             return AttemptResult(Outcome(BREAKER_OPEN), None, tries, all_unavailable=True)
         return AttemptResult(last, last_up, tries)

@@ -64,7 +64,22 @@ class NoticeEvent:
         return asdict(self)
 
 
-Event = FlowEvent | NoticeEvent
+@dataclass(frozen=True)
+class BreakerEvent:
+    """A circuit breaker changed state."""
+
+    route: str
+    upstream: str
+    old: str  # closed | open | half_open
+    new: str
+    reason: str
+    kind: str = field(default="breaker", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Event = FlowEvent | NoticeEvent | BreakerEvent
 
 
 class EventBus:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,9 @@ from mitmproxy.master import Master
 
 from bridge_cli.config.loader import load_config
 from bridge_cli.config.model import Config, Listen
-from bridge_cli.engine.events import EventBus, NoticeEvent
+from bridge_cli.engine.breaker import OPEN, Transition
+from bridge_cli.engine.events import BreakerEvent, EventBus, NoticeEvent
+from bridge_cli.engine.resilience import Resilience
 from bridge_cli.errors import BridgeError, ConfigError, StartupError
 from bridge_cli.proxy.addons.record import RecordAddon
 from bridge_cli.proxy.addons.route import RouteAddon
@@ -30,7 +33,7 @@ from bridge_cli.proxy.forwarder import Forwarder
 from bridge_cli.proxy.listeners import ListenerPlan, check_bindable, free_port, plan_listeners
 from bridge_cli.proxy.outbound import make_session
 from bridge_cli.proxy.state import LiveState
-from bridge_cli.store import FlowLog, open_store
+from bridge_cli.store import FlowLog, make_key, open_store
 
 log = logging.getLogger("bridge")
 WATCH_INTERVAL = 0.5  # seconds between looks at the config file
@@ -45,6 +48,11 @@ class ReloadResult:
 
     def to_dict(self) -> dict:
         return {"applied": self.applied, "message": self.message}
+
+
+def breaker_key(route: str, upstream: str) -> str:
+    """Store key of a breaker's saved state."""
+    return make_key("breaker", route, upstream)
 
 
 def mitmproxy_confdir(home: Path) -> Path:
@@ -89,6 +97,10 @@ class Bridge:
 
         self.store = open_store(config.store, self.home)
         self.flowlog = FlowLog(self.home / "flows.jsonl")
+        self.state.resilience = Resilience(clock=time.monotonic, wall=time.time,
+                                           rng=self.state.rng, on_transition=self._on_breaker)
+        self.state.resilience.sync(config)
+        self._restore_breakers()
         self.bus.subscribe(self._log_event)
         self.state.session = make_session()
         self.state.forwarder_port = await self.forwarder.start()
@@ -187,6 +199,33 @@ class Bridge:
         except (OSError, ValueError):
             pass
 
+    # --- breakers --------------------------------------------------------------------
+    def _on_breaker(self, t: Transition) -> None:
+        self.bus.publish(BreakerEvent(t.route, t.upstream, t.old, t.new, t.reason))
+        key = breaker_key(t.route, t.upstream)
+        value = {"state": OPEN, "opened_at": t.opened_at_wall} if t.new == OPEN else None
+        # Transitions are rare, but a store write can block: keep it off the event loop.
+        asyncio.get_running_loop().run_in_executor(None, self._persist_breaker, key, value)
+
+    def _persist_breaker(self, key: str, value: dict | None) -> None:
+        try:
+            if value is None:
+                self.store.delete(key)
+            else:
+                self.store.set(key, value)
+        except BridgeError as e:
+            log.warning("could not save breaker state %s: %s", key, e)
+
+    def _restore_breakers(self) -> None:
+        """Open breakers stay open across a restart, for what is left of open_for."""
+        for name, rr in self.state.resilience.routes.items():
+            for upstream, breaker in rr.breakers.items():
+                saved = self.store.get(breaker_key(name, upstream))
+                if isinstance(saved, dict) and saved.get("state") == OPEN:
+                    opened = saved.get("opened_at")
+                    if isinstance(opened, (int, float)):
+                        breaker.restore(float(opened))
+
     # --- events ----------------------------------------------------------------------
     def _log_event(self, event) -> None:
         if self.flowlog is not None:
@@ -228,6 +267,7 @@ class Bridge:
             notes.append("store changes at the next start")
         # New flows see the new config at once; flows in flight keep the one they started with.
         self.state.mode_routes = {p.spec: p.name for p in plans if p.name != "proxy"}
+        self.state.resilience.sync(config)
         self.state.config = config
         self._plans = plans
         if {p.spec for p in plans} != current:

@@ -15,6 +15,7 @@ import aiohttp
 
 from bridge_cli.config.model import Config, Listen, Route
 from bridge_cli.engine.events import EventBus, FlowEvent
+from bridge_cli.engine.resilience import Resilience
 
 PROXY_LISTENER = "proxy"  # the name of the explicit proxy in listener tables
 
@@ -71,6 +72,7 @@ class LiveState:
     started_at: float = field(default_factory=time.time)
     rng: random.Random = field(default_factory=random.Random)
     config_path: str | None = None
+    resilience: Resilience | None = None
 
     def on_event(self, event) -> None:
         if isinstance(event, FlowEvent):

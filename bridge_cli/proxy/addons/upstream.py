@@ -48,19 +48,26 @@ class UpstreamAddon:
             m["upstream_s"] += outcome.duration
             return outcome
 
+        rr = self.state.resilience.get(route.name)
+        rr.budget.record_request()
         loop = AttemptLoop(
             route,
             sleep=self._sleep_counted(m),
             rng=self.state.rng,
+            guard=rr,
+            budget=rr.budget,
             client_gone=lambda: flow.client_conn.timestamp_end is not None,
         )
-        result = await loop.run(req.method, route.upstreams, send)
+        result = await loop.run(req.method, rr.strategy.order(route.upstreams), send)
         m["tries"] = result.tries
         m["attempts"] = sum(1 for t in result.tries if t.outcome != BREAKER_OPEN)
         m["upstream"] = result.upstream.name if result.upstream else None
         final = result.final
 
-        if result.all_unavailable:
+        if result.client_gone:
+            final.discard()
+            apply_reply(flow, error_reply("client_gone", "the client went away; no more tries"))
+        elif result.all_unavailable:
             apply_reply(flow, error_reply(
                 "all_upstreams_unavailable",
                 f"every upstream of route '{route.name}' has an open circuit breaker"))
