@@ -51,6 +51,11 @@ def master():
         m.addons.add(probe)
         opts.update(mode=[])  # not the default regular@8080: tests bind only what they pick
         holder["task"] = asyncio.ensure_future(m.run())
+        # a mode set before the proxyserver runs can be lost: wait until it runs
+        for _ in range(500):
+            if m.addons.get("proxyserver").is_running:
+                break
+            await asyncio.sleep(0.01)
         return m, opts
 
     m, opts = lt.run(make())
@@ -133,3 +138,13 @@ def test_setting_content_reencodes_but_raw_content_does_not():
     resp2 = http.Response.make(200, b"", {"content-encoding": "gzip"})
     resp2.content = body
     assert resp2.raw_content != body
+
+
+def test_aiohttp_still_reads_the_private_retry_switch_bridge_turns_off():
+    # proxy/outbound.py sets ClientSession._retry_connection = False so that one try is
+    # one request upstream; if aiohttp stops reading it, the silent resend comes back.
+    import inspect
+
+    import aiohttp
+
+    assert "self._retry_connection" in inspect.getsource(aiohttp.ClientSession._request)

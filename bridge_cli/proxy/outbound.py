@@ -62,13 +62,19 @@ class UpstreamResponse:
 def make_session() -> aiohttp.ClientSession:
     """The one pooled session of the request path."""
     connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
         skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         timeout=aiohttp.ClientTimeout(total=None),
     )
+    # aiohttp silently resends an idempotent request once when a pooled connection drops;
+    # then one try could reach the upstream twice behind the attempt loop's back. Every
+    # resend must be the loop's decision (counted, budgeted, seen by the breaker).
+    # Private attribute, pinned by tests/test_mitmproxy_facts.py.
+    session._retry_connection = False
+    return session
 
 
 @lru_cache(maxsize=32)
@@ -145,9 +151,12 @@ async def send_once(
             ),
             timeout.total,
         )
-    except (TimeoutError, aiohttp.ServerTimeoutError) as e:
-        kind = CONNECT if isinstance(e, aiohttp.ConnectionTimeoutError) else TIMEOUT
-        return Outcome(kind, duration=time.monotonic() - started, detail=f"timed out: {url}")
+    except aiohttp.ConnectionTimeoutError:
+        # The connection never opened: a timeout, and the request provably never left.
+        return Outcome(TIMEOUT, duration=time.monotonic() - started, never_left=True,
+                       detail=f"connect timed out after {timeout.connect:g}s: {host}")
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        return Outcome(TIMEOUT, duration=time.monotonic() - started, detail=f"timed out: {url}")
     except aiohttp.ClientConnectorError as e:
         # Refused or unresolvable: the request provably never reached the upstream.
         return Outcome(CONNECT, duration=time.monotonic() - started, never_left=True,
