@@ -55,6 +55,8 @@ def up(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No line per request.")] = False,
     no_watch: Annotated[bool, typer.Option("--no-watch", help="Don't reload when the config file changes.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show mitmproxy's own log lines.")] = False,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed of every chaos probability draw (overrides chaos.seed), to replay a run.")] = None,
 ) -> None:
     """Start bridge: the explicit proxy, each route's listener and the control API.
 
@@ -76,7 +78,7 @@ def up(
         err_console.print(
             f"[yellow bold]warning:[/yellow bold] `{escape(key)}` is in the config but not enforced by "
             "this version of bridge yet; it is accepted and ignored", highlight=False)
-    asyncio.run(_serve(cfg, home, path, quiet, watch=not no_watch))
+    asyncio.run(_serve(cfg, home, path, quiet, watch=not no_watch, seed=seed))
 
 
 def unenforced_keys_of(cfg: Config, path: Path | None) -> list[str]:
@@ -87,10 +89,11 @@ def unenforced_keys_of(cfg: Config, path: Path | None) -> list[str]:
     return unenforced_keys(raw_config(path.read_text(), str(path)))
 
 
-async def _serve(cfg: Config, home: Path, path: Path | None, quiet: bool, watch: bool) -> None:
+async def _serve(cfg: Config, home: Path, path: Path | None, quiet: bool, watch: bool,
+                 seed: int | None) -> None:
     from bridge_cli.proxy.runtime import Bridge  # mitmproxy loads only for `up`
 
-    bridge = Bridge(cfg, home, config_path=path, watch=watch)
+    bridge = Bridge(cfg, home, config_path=path, watch=watch, seed=seed)
     bridge.bus.subscribe(_make_printer(quiet))
     try:
         await bridge.start()
@@ -125,6 +128,9 @@ def _print_listeners(bridge, home: Path) -> None:
                           f"{route.match.host or '*'} path {route.match.path or '/**'}")
     console.print(f"  [bold]control[/bold]  {bridge.control.url}   (bridge status)")
     console.print(f"  flow log {home / 'flows.jsonl'}")
+    faults = len(state.chaos.faults)
+    console.print(f"  chaos seed {bridge.seed} (replay this run with --seed {bridge.seed})"
+                  + (f"; {faults} fault(s) from the config" if faults else ""))
     console.file.flush()
 
 

@@ -17,10 +17,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from bridge_cli.config.build import ConfigPath, InvalidConfig, build_config, format_path
-from bridge_cli.config.model import Config
+from bridge_cli.config.model import Config, Fault
 from bridge_cli.config.support import UNENFORCED
 from bridge_cli.config.yamlload import YamlDoc, load_yaml
-from bridge_cli.errors import ConfigError
+from bridge_cli.errors import ConfigError, UsageError
 from bridge_cli.resources import data_dir
 
 SCHEMA_FILE = "bridge.v2.json"
@@ -235,3 +235,40 @@ def _show(value: Any) -> str:
 def _did_you_mean(word: str, choices: list[str]) -> str:
     close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+# ---- one fault, from the control API or an x-bridge-fault header ---------------------------
+
+
+def parse_fault(raw: dict, config: Config) -> Fault:
+    """A fault given as config keys (as `chaos.faults[]` takes them), validated like the
+    config's own, its route and upstream checked against `config`; UsageError if bad."""
+    from bridge_cli.config.build import _Builder  # the config's own fault builder
+
+    if not isinstance(raw, dict):
+        raise UsageError("a fault must be a JSON object of config keys (name, route, status, ...)")
+    data = {"version": 2, "chaos": {"faults": [raw]}}
+    prefix = "chaos.faults[0]"
+    problems = []
+    for error in _validator().iter_errors(data):
+        for _, shown, message in _schema_problems(error):
+            where = format_path(shown).removeprefix(prefix).lstrip(".")
+            problems.append(f"{where}: {message}" if where else message)
+    if not problems:
+        builder = _Builder(None)
+        fault = builder.fault(raw, ())
+        problems = [f"{format_path(p)}: {m}" if p else m for p, m in builder.problems]
+    if problems:
+        raise UsageError("invalid fault: " + "; ".join(sorted(set(problems))))
+    routes = {r.name: r for r in config.routes}
+    if fault.route != "*" and fault.route not in routes:
+        raise UsageError(f"invalid fault: no route is named '{fault.route}'"
+                         + _did_you_mean(fault.route, list(routes))
+                         + f" (routes: {', '.join(routes) or 'none'}; or * for every route)")
+    if fault.upstream is not None:
+        scope = routes.values() if fault.route == "*" else [routes[fault.route]]
+        names = [u.name for r in scope for u in r.upstreams]
+        if fault.upstream not in names:
+            raise UsageError(f"invalid fault: no upstream is named '{fault.upstream}'"
+                             + _did_you_mean(fault.upstream, names))
+    return fault

@@ -13,7 +13,6 @@ UNENFORCED: set[str] = {
     "routes[].spend",
     "routes[].budget",
     "routes[].drift",
-    "chaos",
     "budget",
     "pricing",
 }

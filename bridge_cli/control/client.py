@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from bridge_cli.errors import ControlError, NotRunningError
+from bridge_cli.errors import ControlError, NotRunningError, UsageError
 
 START_HINT = "start one with `bridge up`"
 
@@ -47,7 +47,10 @@ class ControlClient:
         except ValueError:
             raise ControlError(f"bridge answered {r.status_code} with a non-JSON body") from None
         if r.status_code >= 400 and "error" in data:
-            raise ControlError(data["error"].get("message", "control API error"))
+            message = data["error"].get("message", "control API error")
+            if r.status_code in (400, 404, 422):
+                raise UsageError(message)
+            raise ControlError(message)
         return data
 
     def status(self) -> dict:
@@ -55,6 +58,15 @@ class ControlClient:
 
     def reload(self) -> dict:
         return self.request("POST", "reload")
+
+    def faults(self) -> dict:
+        return self.request("GET", "faults")
+
+    def add_fault(self, fault: dict) -> dict:
+        return self.request("POST", "faults", json=fault)
+
+    def remove_fault(self, name: str | None = None) -> dict:
+        return self.request("DELETE", f"faults/{name}" if name else "faults")
 
 
 def _alive(pid: int) -> bool:

@@ -63,3 +63,10 @@ def status_report(bridge: Bridge) -> dict:
         "passthrough": {"requests": passthrough.requests if passthrough else 0,
                         "errors": passthrough.errors if passthrough else 0},
     }
+
+
+def faults_report(bridge: Bridge) -> dict:
+    """GET /api/v1/faults and `bridge chaos list --json`: active faults, hits, time left."""
+    chaos = bridge.state.chaos
+    return {"seed": chaos.seed, "allow_headers": bridge.state.config.chaos.allow_headers,
+            "faults": chaos.snapshot()}

@@ -7,8 +7,10 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from bridge_cli.config.loader import parse_fault
 from bridge_cli.config.model import Listen
-from bridge_cli.control.reports import status_report
+from bridge_cli.control.reports import faults_report, status_report
+from bridge_cli.errors import UsageError
 
 if TYPE_CHECKING:
     from bridge_cli.proxy.runtime import Bridge
@@ -43,6 +45,10 @@ class ControlServer:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get(f"{API}/status", self._status)
         app.router.add_post(f"{API}/reload", self._reload)
+        app.router.add_get(f"{API}/faults", self._faults)
+        app.router.add_post(f"{API}/faults", self._add_fault)
+        app.router.add_delete(f"{API}/faults", self._clear_faults)
+        app.router.add_delete(f"{API}/faults/{{name}}", self._remove_fault)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, listen.host, listen.port)
@@ -60,3 +66,49 @@ class ControlServer:
     async def _reload(self, request: web.Request) -> web.Response:
         result = await self.bridge.reload()
         return web.json_response(result.to_dict(), status=200 if result.applied else 422)
+
+    # --- faults ----------------------------------------------------------------------
+    async def _faults(self, request: web.Request) -> web.Response:
+        return web.json_response(faults_report(self.bridge))
+
+    async def _add_fault(self, request: web.Request) -> web.Response:
+        try:
+            raw = await request.json()
+        except ValueError:
+            return _error(400, "bad_request", "the body must be a JSON object of fault keys")
+        chaos = self.bridge.state.chaos
+        if isinstance(raw, dict) and not raw.get("name"):
+            raw = {**raw, "name": _fresh_name(raw, chaos.faults)}
+        try:
+            fault = parse_fault(raw, self.bridge.state.config)
+        except UsageError as e:
+            return _error(400, "bad_request", str(e))
+        active = chaos.add(fault, "api")
+        return web.json_response({"fault": active.snapshot(chaos.clock()),
+                                  "seed": chaos.seed}, status=201)
+
+    async def _remove_fault(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        chaos = self.bridge.state.chaos
+        if not chaos.remove(name):
+            known = ", ".join(chaos.faults) or "none"
+            return _error(404, "not_found", f"no active fault is named '{name}' (active: {known})")
+        return web.json_response({"removed": [name]})
+
+    async def _clear_faults(self, request: web.Request) -> web.Response:
+        names = list(self.bridge.state.chaos.faults)
+        self.bridge.state.chaos.clear()
+        return web.json_response({"removed": names})
+
+
+def _fresh_name(raw: dict, taken) -> str:
+    """A readable unique name for a fault injected without one: route-action-N."""
+    action = next((str(raw[k]) if k in ("status", "preset") else k for k in
+                   ("preset", "status", "latency", "reset", "hang", "throttle", "truncate",
+                    "corrupt", "sse_cut_after", "sse_delay", "slow_first_byte") if k in raw),
+                  "fault")
+    base = f"{raw.get('route', 'all')}-{action}".replace("*", "all").replace("_", "-").lower()
+    n = 1
+    while f"{base}-{n}" in taken:
+        n += 1
+    return f"{base}-{n}"

@@ -34,6 +34,7 @@ class Outcome:
     release: Callable[[], None] | None = None  # frees `handle` when the loop moves on
     never_left: bool = False  # the request provably never reached the upstream
     fault: str | None = None  # the injected fault that produced this outcome
+    shaping: Any = None  # response-side faults to apply if this answer reaches the client
     detail: str = ""
 
     @property

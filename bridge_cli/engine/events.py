@@ -45,6 +45,7 @@ class FlowEvent:
     request_bytes: int = 0
     response_bytes: int = 0
     request_headers: tuple[tuple[str, str], ...] = ()  # already redacted
+    faults: tuple[str, ...] = ()  # names of the injected faults that touched this request
     kind: str = field(default="flow", init=False)
 
     def to_dict(self) -> dict[str, Any]:

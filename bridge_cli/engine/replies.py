@@ -32,6 +32,7 @@ ERROR_STATUS = {
     "offline_miss": 504,
     "bridge_internal": 500,
     "client_gone": 499,
+    "bad_fault_header": 400,
 }
 
 

@@ -40,6 +40,8 @@ def bridge_headers(m: dict[str, Any]) -> list[tuple[str, str]]:
         h.append(("x-bridge-upstream", m["upstream"]))
     if "attempts" in m:
         h.append(("x-bridge-attempts", str(m["attempts"])))
+    if m.get("faults"):
+        h.append(("x-bridge-fault", ",".join(m["faults"])))
     return h
 
 

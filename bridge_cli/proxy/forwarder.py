@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
+from bridge_cli.engine.chaos import Shaping
 from bridge_cli.engine.replies import sse_error_event
 from bridge_cli.proxy.outbound import UpstreamResponse
 
@@ -33,6 +34,8 @@ class Handoff:
 
     response: UpstreamResponse
     idle_timeout: float  # seconds allowed between chunks
+    shaping: Shaping | None = None  # response-side faults
+    raw_cut: bool = False  # a faulted cut shows as a cut, without bridge's in-band error
     created: float = field(default_factory=time.monotonic)
     bytes_sent: int = 0
     outcome: str = "pending"  # complete | cut | idle_timeout | client_gone
@@ -64,7 +67,8 @@ class Forwarder:
 
     async def stop(self) -> None:
         for h in self.pending.values():
-            h.response.raw.close()
+            if h.response.raw is not None:
+                h.response.raw.close()
         self.pending.clear()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -79,34 +83,48 @@ class Forwarder:
     def _expire(self) -> None:
         now = time.monotonic()
         for token in [t for t, h in self.pending.items() if now - h.created > HANDOFF_TTL]:
-            self.pending.pop(token).response.raw.close()
+            raw = self.pending.pop(token).response.raw
+            if raw is not None:
+                raw.close()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         handoff = self.pending.pop(request.match_info["token"], None)
         if handoff is None:
             return web.Response(status=410, text="bridge: unknown or expired stream token")
         up = handoff.response
+        shaping = handoff.shaping or Shaping()
         out = web.StreamResponse(status=up.status)
         for k, v in up.headers:
             if k.lower() != "content-length":
                 out.headers.add(k, v)
-        raw = up.raw
         try:
+            if shaping.slow_first_byte:
+                await asyncio.sleep(shaping.slow_first_byte)
             await out.prepare(request)
-            while True:
-                try:
-                    chunk = await asyncio.wait_for(raw.content.readany(), handoff.idle_timeout)
-                except TimeoutError:
-                    handoff.outcome = "idle_timeout"
-                    await self._end_broken(out, handoff, "upstream_timeout",
-                                           f"upstream sent nothing for {handoff.idle_timeout:g}s")
+            length = len(up.body) if up.body is not None else _declared_length(up.headers)
+            limit = shaping.truncate_at(length)
+            pieces = _chunks(handoff)
+            if handoff.is_sse and (shaping.sse_cut_after is not None or shaping.sse_delay):
+                pieces = _sse_events(pieces, shaping)
+            async for piece in pieces:
+                if piece is _CUT:
+                    handoff.outcome = "cut"
+                    await self._end_broken(out, handoff, "upstream_reset",
+                                           "the upstream stream was cut (injected fault)")
                     return out
-                if not chunk:
-                    break
-                await out.write(chunk)
-                handoff.bytes_sent += len(chunk)
+                if limit is not None and handoff.bytes_sent + len(piece) >= limit:
+                    await _write(out, piece[: max(0, limit - handoff.bytes_sent)], shaping, handoff)
+                    handoff.outcome = "cut"
+                    await self._end_broken(out, handoff, "upstream_reset",
+                                           "the upstream body was cut short (injected fault)")
+                    return out
+                await _write(out, piece, shaping, handoff)
             handoff.outcome = "complete"
             await out.write_eof()
+        except _IdleTimeout:
+            handoff.outcome = "idle_timeout"
+            await self._end_broken(out, handoff, "upstream_timeout",
+                                   f"upstream sent nothing for {handoff.idle_timeout:g}s")
         except (ConnectionResetError, asyncio.CancelledError):
             handoff.outcome = "client_gone"
             raise
@@ -114,14 +132,15 @@ class Forwarder:
             handoff.outcome = "cut"
             await self._end_broken(out, handoff, "upstream_reset", f"upstream stream broke: {e}")
         finally:
-            raw.close()
+            if up.raw is not None:
+                up.raw.close()
             handoff.done.set()
         return out
 
     async def _end_broken(self, out: web.StreamResponse, handoff: Handoff, kind: str,
                           message: str) -> None:
         """Never end a broken stream as if it succeeded."""
-        if handoff.is_sse and out.prepared:
+        if handoff.is_sse and out.prepared and not handoff.raw_cut:
             try:
                 await out.write(sse_error_event(kind, message))
                 await out.write_eof()
@@ -134,3 +153,77 @@ class Forwarder:
         transport = out._req.transport if out._req is not None else None  # type: ignore[attr-defined]
         if transport is not None:
             transport.abort()
+
+
+class _IdleTimeout(Exception):
+    """The upstream sent nothing for longer than the idle timeout."""
+
+
+_CUT = object()  # marker from _sse_events: cut the stream here
+
+
+def _declared_length(headers: list[tuple[str, str]]) -> int | None:
+    for k, v in headers:
+        if k.lower() == "content-length" and v.isdigit():
+            return int(v)
+    return None
+
+
+async def _chunks(handoff: Handoff):
+    """The body: buffered bytes in slices, or the open upstream response with idle timeout."""
+    up = handoff.response
+    if up.body is not None:
+        for i in range(0, len(up.body), 16384):
+            yield up.body[i : i + 16384]
+        return
+    while True:
+        try:
+            chunk = await asyncio.wait_for(up.raw.content.readany(), handoff.idle_timeout)
+        except TimeoutError:
+            raise _IdleTimeout from None
+        if not chunk:
+            return
+        yield chunk
+
+
+async def _sse_events(chunks, shaping: Shaping):
+    """Re-cut a byte stream into whole SSE events, delaying or cutting per the faults."""
+    buf, sent = b"", 0
+    async for chunk in chunks:
+        buf += chunk
+        while True:
+            end = _event_end(buf)
+            if end < 0:
+                break
+            event, buf = buf[:end], buf[end:]
+            if shaping.sse_cut_after is not None and sent >= shaping.sse_cut_after:
+                yield _CUT
+                return
+            if shaping.sse_delay and sent > 0:
+                await asyncio.sleep(shaping.sse_delay)
+            yield event
+            sent += 1
+    if buf:
+        yield buf
+
+
+def _event_end(buf: bytes) -> int:
+    """Index just past the first complete SSE event in `buf`, or -1."""
+    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n") if (i := buf.find(sep)) >= 0]
+    return min(ends) if ends else -1
+
+
+async def _write(out: web.StreamResponse, data: bytes, shaping: Shaping, handoff: Handoff) -> None:
+    """Write `data`, at most `shaping.throttle` bytes per second."""
+    if not data:
+        return
+    if not shaping.throttle:
+        await out.write(data)
+        handoff.bytes_sent += len(data)
+        return
+    step = max(1, shaping.throttle // 20)  # 20 writes a second
+    for i in range(0, len(data), step):
+        piece = data[i : i + step]
+        await out.write(piece)
+        handoff.bytes_sent += len(piece)
+        await asyncio.sleep(len(piece) / shaping.throttle)

@@ -23,9 +23,11 @@ from mitmproxy.master import Master
 from bridge_cli.config.loader import load_config
 from bridge_cli.config.model import Config, Listen
 from bridge_cli.engine.breaker import OPEN, Transition
+from bridge_cli.engine.chaos import Chaos
 from bridge_cli.engine.events import BreakerEvent, EventBus, NoticeEvent
 from bridge_cli.engine.resilience import Resilience
 from bridge_cli.errors import BridgeError, ConfigError, StartupError
+from bridge_cli.proxy.addons.chaos import HeaderFaultAddon
 from bridge_cli.proxy.addons.record import RecordAddon
 from bridge_cli.proxy.addons.route import RouteAddon
 from bridge_cli.proxy.addons.upstream import UpstreamAddon
@@ -64,7 +66,7 @@ class Bridge:
     """Start, reload and stop one bridge on the running event loop."""
 
     def __init__(self, config: Config, home: Path, *, config_path: Path | None = None,
-                 watch: bool = True) -> None:
+                 watch: bool = True, seed: int | None = None) -> None:
         self.home = home
         self.config_path = config_path
         self.watch = watch
@@ -73,6 +75,11 @@ class Bridge:
                                config_path=str(config_path) if config_path else None)
         self.bus.subscribe(self.state.on_event)
         self.forwarder = Forwarder()
+        # One seed for every chaos draw: the config's, --seed's, or a random one (printed).
+        self.seed = seed if seed is not None else (
+            config.chaos.seed if config.chaos.seed is not None else secrets.randbelow(10**6))
+        self.state.chaos = Chaos(self.seed, time.monotonic)
+        self.state.chaos.sync_config(config.chaos.faults)
         self.master: Master | None = None
         self.control = None
         self.store = None
@@ -123,6 +130,7 @@ class Bridge:
         self.master.addons.add(*default_addons())
         self.master.addons.add(
             RouteAddon(self.state),
+            HeaderFaultAddon(self.state),
             UpstreamAddon(self.state, self.forwarder),
             RecordAddon(self.state),
         )
@@ -268,6 +276,7 @@ class Bridge:
         # New flows see the new config at once; flows in flight keep the one they started with.
         self.state.mode_routes = {p.spec: p.name for p in plans if p.name != "proxy"}
         self.state.resilience.sync(config)
+        self.state.chaos.sync_config(config.chaos.faults)
         self.state.config = config
         self._plans = plans
         if {p.spec for p in plans} != current:

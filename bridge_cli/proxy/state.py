@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from bridge_cli.config.model import Config, Listen, Route
+from bridge_cli.engine.chaos import Chaos
 from bridge_cli.engine.events import EventBus, FlowEvent
 from bridge_cli.engine.resilience import Resilience
 
@@ -73,6 +74,7 @@ class LiveState:
     rng: random.Random = field(default_factory=random.Random)
     config_path: str | None = None
     resilience: Resilience | None = None
+    chaos: Chaos | None = None
 
     def on_event(self, event) -> None:
         if isinstance(event, FlowEvent):

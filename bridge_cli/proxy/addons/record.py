@@ -53,7 +53,7 @@ class RecordAddon:
         resp = flow.response
         handoff = m.get("handoff")
         error = m.get("error")
-        if error is None and flow.error is not None:
+        if error is None and flow.error is not None and not m.get("faults"):
             error = "client_gone" if "client disconnected" in str(flow.error).lower() else "proxy_error"
         if handoff is not None and handoff.outcome not in ("complete", "pending"):
             error = error or f"stream_{handoff.outcome}"
@@ -76,6 +76,7 @@ class RecordAddon:
                 response_bytes=(handoff.bytes_sent if handoff else
                                 len(resp.raw_content or b"") if resp is not None and resp.raw_content else 0),
                 request_headers=tuple(redact_headers(flow.request.headers.items(multi=True))),
+                faults=tuple(m.get("faults", ())),
             )
         )
 

@@ -9,12 +9,22 @@ JSON errors.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from mitmproxy import http
 
-from bridge_cli.engine.attempts import BREAKER_OPEN, CONNECT, TIMEOUT, AttemptLoop, Outcome
+from bridge_cli.engine.attempts import (
+    BREAKER_OPEN,
+    CONNECT,
+    RESET,
+    TIMEOUT,
+    AttemptLoop,
+    Outcome,
+)
+from bridge_cli.engine.chaos import Shaping, corrupt_body
 from bridge_cli.engine.replies import error_reply
+from bridge_cli.proxy.faults import client_hang, faulted_try, injected_response, wait_unless_gone
 from bridge_cli.proxy.flowmeta import apply_reply, bridge_headers, meta, overhead_ms, route_of
 from bridge_cli.proxy.forwarder import PATH_PREFIX, Forwarder, Handoff
 from bridge_cli.proxy.outbound import HOP_BY_HOP, OutboundRequest, UpstreamResponse, send_once
@@ -42,37 +52,71 @@ class UpstreamAddon:
             body=flow.request.raw_content or b"",
         )
         session = self.state.session
+        chaos = self.state.chaos
+        sleep = self._sleep_counted(m)
+        gone = lambda: flow.client_conn.timestamp_end is not None  # noqa: E731
+        lower_headers = {k.lower(): v for k, v in req.headers}
+        extra = m.get("header_faults", ())
+        m.setdefault("faults", [])
 
         async def send(upstream, attempt) -> Outcome:
+            hit = chaos.decide("upstream", route.name, upstream.name, req.method, req.path,
+                               lower_headers, extra)
+            if hit is not None:
+                m["faults"].extend(n for n in hit.names if n not in m["faults"])
+                outcome = await faulted_try(hit, route.timeout, sleep, gone)
+                if outcome is not None:
+                    return outcome
             outcome = await send_once(session, upstream, req, route.timeout)
             m["upstream_s"] += outcome.duration
+            if hit is not None:
+                outcome.shaping = hit.shaping
             return outcome
 
         rr = self.state.resilience.get(route.name)
         rr.budget.record_request()
-        loop = AttemptLoop(
-            route,
-            sleep=self._sleep_counted(m),
-            rng=self.state.rng,
-            guard=rr,
-            budget=rr.budget,
-            client_gone=lambda: flow.client_conn.timestamp_end is not None,
-        )
+        loop = AttemptLoop(route, sleep=sleep, rng=self.state.rng, guard=rr, budget=rr.budget,
+                           client_gone=gone)
         result = await loop.run(req.method, rr.strategy.order(route.upstreams), send)
         m["tries"] = result.tries
         m["attempts"] = sum(1 for t in result.tries if t.outcome != BREAKER_OPEN)
         m["upstream"] = result.upstream.name if result.upstream else None
         final = result.final
 
+        # `stage: client` faults replace the final answer, after bridge's own retries.
+        hit = chaos.decide("client", route.name, m["upstream"], req.method, req.path,
+                           lower_headers, extra)
+        shaping = final.shaping
+        if hit is not None:
+            m["faults"].extend(n for n in hit.names if n not in m["faults"])
+            if hit.delay:
+                await wait_unless_gone(hit.delay, sleep, gone)
+            if hit.terminal:
+                final.discard()
+                if hit.hang:
+                    await client_hang(hit, gone)
+                if hit.reset or hit.hang:
+                    m["error"] = "injected_reset" if hit.reset else "injected_hang"
+                    flow.kill()
+                    return
+                final = Outcome("response", hit.status, handle=injected_response(hit),
+                                fault=hit.names[0])
+            if hit.shaping is not None:
+                shaping = hit.shaping if shaping is None else shaping.merge(hit.shaping)
+                m["raw_cut"] = True  # the client sees the cut itself, no in-band error
+
         if result.client_gone:
             final.discard()
             apply_reply(flow, error_reply("client_gone", "the client went away; no more tries"))
-        elif result.all_unavailable:
+        elif result.all_unavailable and final.kind != "response":
             apply_reply(flow, error_reply(
                 "all_upstreams_unavailable",
                 f"every upstream of route '{route.name}' has an open circuit breaker"))
         elif final.kind == "response":
-            self._apply_response(flow, m, final.handle, route.timeout.total)
+            self._apply_response(flow, m, final.handle, route.timeout.total, shaping)
+        elif final.kind == RESET and final.fault is not None:
+            m["error"] = "injected_reset"
+            flow.kill()  # an injected reset closes the client's connection, no answer
         elif final.kind == TIMEOUT:
             apply_reply(flow, error_reply(
                 "upstream_timeout",
@@ -98,8 +142,14 @@ class UpstreamAddon:
         return sleep
 
     def _apply_response(self, flow: http.HTTPFlow, m: dict, up: UpstreamResponse,
-                        idle_timeout: float) -> None:
-        if up.body is not None:
+                        idle_timeout: float, shaping: Shaping | None = None) -> None:
+        if shaping is not None and shaping.corrupt and up.body is not None:
+            ctype = dict((k.lower(), v) for k, v in up.headers).get("content-type", "")
+            up.body = corrupt_body(up.body, ctype)
+            shaping = dataclasses.replace(shaping, corrupt=False)
+            if shaping == Shaping():
+                shaping = None
+        if up.body is not None and shaping is None:
             resp = http.Response.make(up.status, b"", [(k.encode("latin-1"), v.encode("latin-1"))
                                                        for k, v in up.headers])
             if flow.request.method != "HEAD":
@@ -111,7 +161,7 @@ class UpstreamAddon:
             flow.response = resp
             return
         # A stream: park the open response with the forwarder and point the flow at it.
-        handoff = Handoff(up, idle_timeout)
+        handoff = Handoff(up, idle_timeout, shaping=shaping, raw_cut=bool(m.get("raw_cut")))
         token = self.forwarder.register(handoff)
         m["handoff"] = handoff
         m["streamed"] = True
