@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from bridge_cli import __version__
 from bridge_cli.cli import basics, up
+from bridge_cli.cli.chaos import chaos_app
 from bridge_cli.cli.output import err_console
 from bridge_cli.errors import BridgeError, ExitStatus
 
@@ -26,6 +27,7 @@ app.command("init")(basics.init)
 app.command("validate")(basics.validate)
 app.command("ca")(basics.ca)
 app.command("status")(basics.status)
+app.add_typer(chaos_app, name="chaos")
 
 
 def _version(value: bool) -> None:
