@@ -17,9 +17,12 @@ from bridge_cli.cli.output import console, err_console
 from bridge_cli.cli.settings import parse_listen_option, resolve_config
 from bridge_cli.config.loader import unenforced_keys
 from bridge_cli.config.model import Config, Control, Proxy
+from bridge_cli.engine.cache import ReplayMode
 from bridge_cli.engine.events import BreakerEvent, FlowEvent, NoticeEvent
 from bridge_cli.engine.redact import redact_text
+from bridge_cli.errors import UsageError
 from bridge_cli.store import bridge_home
+from bridge_cli.store.responses import ResponseStores
 
 STATUS_STYLE = {2: "green", 3: "cyan", 4: "yellow", 5: "red"}
 
@@ -57,6 +60,13 @@ def up(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show mitmproxy's own log lines.")] = False,
     seed: Annotated[int | None, typer.Option(
         help="Seed of every chaos probability draw (overrides chaos.seed), to replay a run.")] = None,
+    record: Annotated[bool, typer.Option(
+        "--record", help="Record every response of the routes into a cassette.")] = False,
+    record_route: Annotated[list[str] | None, typer.Option(
+        "--record-route", help="With --record: only this route (repeatable).")] = None,
+    cassette: Annotated[str, typer.Option(help="Cassette to record into or replay from.")] = "default",
+    offline: Annotated[bool, typer.Option(
+        "--offline", help="Serve only recordings and the cache; contact no upstream.")] = False,
 ) -> None:
     """Start bridge: the explicit proxy, each route's listener and the control API.
 
@@ -78,7 +88,22 @@ def up(
         err_console.print(
             f"[yellow bold]warning:[/yellow bold] `{escape(key)}` is in the config but not enforced by "
             "this version of bridge yet; it is accepted and ignored", highlight=False)
-    asyncio.run(_serve(cfg, home, path, quiet, watch=not no_watch, seed=seed))
+    if record and offline:
+        raise UsageError("--record and --offline exclude each other: record online first, "
+                         "then replay with --offline")
+    unknown = sorted(set(record_route or ()) - {r.name for r in cfg.routes})
+    if unknown:
+        raise UsageError(f"--record-route {unknown[0]}: no such route "
+                         f"(routes: {', '.join(r.name for r in cfg.routes) or 'none'})")
+    replay = ReplayMode(record=record, offline=offline, cassette=cassette,
+                        routes=frozenset(record_route or ()))
+    ResponseStores(home).cassette(cassette)  # checks the name before anything binds
+    if offline:
+        err_console.print(f"[yellow]offline[/yellow]: serving cassette '{escape(cassette)}' and "
+                          "the cache only; no upstream is contacted")
+    elif record:
+        err_console.print(f"recording into cassette '{escape(cassette)}'")
+    asyncio.run(_serve(cfg, home, path, quiet, watch=not no_watch, seed=seed, replay=replay))
 
 
 def unenforced_keys_of(cfg: Config, path: Path | None) -> list[str]:
@@ -90,10 +115,10 @@ def unenforced_keys_of(cfg: Config, path: Path | None) -> list[str]:
 
 
 async def _serve(cfg: Config, home: Path, path: Path | None, quiet: bool, watch: bool,
-                 seed: int | None) -> None:
+                 seed: int | None, replay) -> None:
     from bridge_cli.proxy.runtime import Bridge  # mitmproxy loads only for `up`
 
-    bridge = Bridge(cfg, home, config_path=path, watch=watch, seed=seed)
+    bridge = Bridge(cfg, home, config_path=path, watch=watch, seed=seed, replay=replay)
     bridge.bus.subscribe(_make_printer(quiet))
     try:
         await bridge.start()

@@ -8,7 +8,6 @@ that makes its feature work.
 """
 
 UNENFORCED: set[str] = {
-    "routes[].cache",
     "routes[].rate_limit",
     "routes[].spend",
     "routes[].budget",

@@ -45,6 +45,7 @@ def status_report(bridge: Bridge) -> dict:
                 for u in route.upstreams
             ],
             "retry_budget": rr.budget.snapshot() if rr else None,
+            "cache": dict(c.cache) if c else {},
             "requests": c.requests if c else 0,
             "errors": c.errors if c else 0,
             "statuses": {str(k): v for k, v in sorted(c.by_status.items())} if c else {},

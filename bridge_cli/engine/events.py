@@ -46,6 +46,7 @@ class FlowEvent:
     response_bytes: int = 0
     request_headers: tuple[tuple[str, str], ...] = ()  # already redacted
     faults: tuple[str, ...] = ()  # names of the injected faults that touched this request
+    cache: str | None = None  # hit | miss | coalesced | replay (None: the cache wasn't asked)
     kind: str = field(default="flow", init=False)
 
     def to_dict(self) -> dict[str, Any]:

@@ -42,6 +42,8 @@ def bridge_headers(m: dict[str, Any]) -> list[tuple[str, str]]:
         h.append(("x-bridge-attempts", str(m["attempts"])))
     if m.get("faults"):
         h.append(("x-bridge-fault", ",".join(m["faults"])))
+    if m.get("cache"):
+        h.append(("x-bridge-cache", m["cache"]))
     return h
 
 

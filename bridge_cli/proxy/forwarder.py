@@ -15,6 +15,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -36,6 +37,11 @@ class Handoff:
     idle_timeout: float  # seconds allowed between chunks
     shaping: Shaping | None = None  # response-side faults
     raw_cut: bool = False  # a faulted cut shows as a cut, without bridge's in-band error
+    # A recorded stream to replay instead of `response.body`: (offset seconds, bytes).
+    events: list[tuple[float, bytes]] | None = None
+    pacing: bool = False  # replay `events` at their recorded offsets
+    # Called with the (offset, bytes) pieces sent, once the stream completed (cache, record).
+    capture: Callable[[list[tuple[float, bytes]]], None] | None = None
     created: float = field(default_factory=time.monotonic)
     bytes_sent: int = 0
     outcome: str = "pending"  # complete | cut | idle_timeout | client_gone
@@ -101,9 +107,11 @@ class Forwarder:
             if shaping.slow_first_byte:
                 await asyncio.sleep(shaping.slow_first_byte)
             await out.prepare(request)
+            t0 = time.monotonic()
+            captured: list[tuple[float, bytes]] | None = [] if handoff.capture else None
             length = len(up.body) if up.body is not None else _declared_length(up.headers)
             limit = shaping.truncate_at(length)
-            pieces = _chunks(handoff)
+            pieces = _replay(handoff) if handoff.events is not None else _chunks(handoff)
             if handoff.is_sse and (shaping.sse_cut_after is not None or shaping.sse_delay):
                 pieces = _sse_events(pieces, shaping)
             async for piece in pieces:
@@ -119,8 +127,15 @@ class Forwarder:
                                            "the upstream body was cut short (injected fault)")
                     return out
                 await _write(out, piece, shaping, handoff)
+                if captured is not None:
+                    captured.append((time.monotonic() - t0, piece))
             handoff.outcome = "complete"
             await out.write_eof()
+            if captured is not None:
+                try:
+                    handoff.capture(captured)
+                except Exception:  # storing is best effort; the client already has it all
+                    log.exception("could not keep a completed stream")
         except _IdleTimeout:
             handoff.outcome = "idle_timeout"
             await self._end_broken(out, handoff, "upstream_timeout",
@@ -184,6 +199,17 @@ async def _chunks(handoff: Handoff):
         if not chunk:
             return
         yield chunk
+
+
+async def _replay(handoff: Handoff):
+    """A recorded stream's pieces, at their recorded offsets when pacing."""
+    t0 = time.monotonic()
+    for offset, piece in handoff.events:
+        if handoff.pacing:
+            wait = offset - (time.monotonic() - t0)
+            if wait > 0:
+                await asyncio.sleep(wait)
+        yield piece
 
 
 async def _sse_events(chunks, shaping: Shaping):

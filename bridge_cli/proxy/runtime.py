@@ -23,10 +23,12 @@ from mitmproxy.master import Master
 from bridge_cli.config.loader import load_config
 from bridge_cli.config.model import Config, Listen
 from bridge_cli.engine.breaker import OPEN, Transition
+from bridge_cli.engine.cache import ReplayMode
 from bridge_cli.engine.chaos import Chaos
 from bridge_cli.engine.events import BreakerEvent, EventBus, NoticeEvent
 from bridge_cli.engine.resilience import Resilience
 from bridge_cli.errors import BridgeError, ConfigError, StartupError
+from bridge_cli.proxy.addons.cache import CacheAddon
 from bridge_cli.proxy.addons.chaos import HeaderFaultAddon
 from bridge_cli.proxy.addons.record import RecordAddon
 from bridge_cli.proxy.addons.route import RouteAddon
@@ -36,6 +38,7 @@ from bridge_cli.proxy.listeners import ListenerPlan, check_bindable, free_port, 
 from bridge_cli.proxy.outbound import make_session
 from bridge_cli.proxy.state import LiveState
 from bridge_cli.store import FlowLog, make_key, open_store
+from bridge_cli.store.responses import ResponseStores
 
 log = logging.getLogger("bridge")
 WATCH_INTERVAL = 0.5  # seconds between looks at the config file
@@ -66,7 +69,8 @@ class Bridge:
     """Start, reload and stop one bridge on the running event loop."""
 
     def __init__(self, config: Config, home: Path, *, config_path: Path | None = None,
-                 watch: bool = True, seed: int | None = None) -> None:
+                 watch: bool = True, seed: int | None = None,
+                 replay: ReplayMode | None = None) -> None:
         self.home = home
         self.config_path = config_path
         self.watch = watch
@@ -75,6 +79,8 @@ class Bridge:
                                config_path=str(config_path) if config_path else None)
         self.bus.subscribe(self.state.on_event)
         self.forwarder = Forwarder()
+        self.replay = replay or ReplayMode()
+        self.responses = ResponseStores(home)
         # One seed for every chaos draw: the config's, --seed's, or a random one (printed).
         self.seed = seed if seed is not None else (
             config.chaos.seed if config.chaos.seed is not None else secrets.randbelow(10**6))
@@ -131,6 +137,7 @@ class Bridge:
         self.master.addons.add(
             RouteAddon(self.state),
             HeaderFaultAddon(self.state),
+            CacheAddon(self.state, self.forwarder, self.responses, self.replay),
             UpstreamAddon(self.state, self.forwarder),
             RecordAddon(self.state),
         )
@@ -200,6 +207,7 @@ class Bridge:
             self.flowlog.close()
         if self.store is not None:
             self.store.close()
+        self.responses.close()
         control = self.home / "control.json"
         try:
             if json.loads(control.read_text()).get("token") == self.token:

@@ -40,6 +40,7 @@ class RouteCounters:
     by_status: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     by_upstream: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=512))
+    cache: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # hit, miss, ...
 
     def add(self, event: FlowEvent) -> None:
         self.requests += 1
@@ -50,6 +51,8 @@ class RouteCounters:
         if event.upstream:
             self.by_upstream[event.upstream] += 1
         self.latencies_ms.append(event.duration_ms)
+        if event.cache:
+            self.cache[event.cache] += 1
 
     def percentile(self, q: float) -> float | None:
         """Latency percentile `q` (0..1) over the recent window, ms."""

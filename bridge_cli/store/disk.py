@@ -104,8 +104,10 @@ def _next_prefix(prefix: str) -> str | None:
 class DiskStore:
     """The embedded Store: diskcache in one directory, process-safe, size-bounded (bytes)."""
 
-    def __init__(self, directory: Path, size_limit: int = 2**30, timeout: float = BUSY_TIMEOUT):
-        """Open (or create, mode 0700) the store in directory; size_limit: bytes, timeout: s."""
+    def __init__(self, directory: Path, size_limit: int = 2**30, timeout: float = BUSY_TIMEOUT,
+                 eviction_policy: str = "least-recently-stored"):
+        """Open (or create, mode 0700) the store in directory; size_limit: bytes, timeout: s.
+        The response cache uses eviction_policy="least-recently-used"."""
         self.directory = Path(directory)
         try:
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -116,7 +118,7 @@ class DiskStore:
                 size_limit=size_limit,
                 # Pinned rather than read back from the Settings table, which anyone who
                 # can write the directory controls (statistics=1 would make reads lock).
-                eviction_policy="least-recently-stored",
+                eviction_policy=eviction_policy,
                 statistics=0,
                 disk_min_file_size=MIN_FILE_SIZE,
             )
@@ -245,6 +247,12 @@ class DiskStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_cache_store(directory: Path, size_limit: int = 2**30) -> DiskStore:
+    """A response cache or a cassette: a directory of its own, LRU-evicted at size_limit
+    bytes, so cached bodies never evict spend or breaker state."""
+    return DiskStore(directory, size_limit=size_limit, eviction_policy="least-recently-used")
 
 
 def open_store(url: str | None, home: Path) -> Store:

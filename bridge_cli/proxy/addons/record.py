@@ -77,6 +77,7 @@ class RecordAddon:
                                 len(resp.raw_content or b"") if resp is not None and resp.raw_content else 0),
                 request_headers=tuple(redact_headers(flow.request.headers.items(multi=True))),
                 faults=tuple(m.get("faults", ())),
+                cache=m.get("cache"),
             )
         )
 

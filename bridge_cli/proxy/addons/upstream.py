@@ -26,8 +26,9 @@ from bridge_cli.engine.chaos import Shaping, corrupt_body
 from bridge_cli.engine.replies import error_reply
 from bridge_cli.proxy.faults import client_hang, faulted_try, injected_response, wait_unless_gone
 from bridge_cli.proxy.flowmeta import apply_reply, bridge_headers, meta, overhead_ms, route_of
-from bridge_cli.proxy.forwarder import PATH_PREFIX, Forwarder, Handoff
+from bridge_cli.proxy.forwarder import Forwarder, Handoff
 from bridge_cli.proxy.outbound import HOP_BY_HOP, OutboundRequest, UpstreamResponse, send_once
+from bridge_cli.proxy.respond import respond
 from bridge_cli.proxy.state import LiveState
 
 
@@ -42,9 +43,9 @@ class UpstreamAddon:
         if flow.response or flow.error or not flow.live:
             return
         route = route_of(flow)
-        if route is None:
-            return  # pass-through: mitmproxy forwards it natively
         m = meta(flow)
+        if route is None or "handoff" in m:
+            return  # pass-through (mitmproxy forwards it natively), or already answered
         req = OutboundRequest(
             method=flow.request.method,
             path=flow.request.path,
@@ -149,27 +150,9 @@ class UpstreamAddon:
             shaping = dataclasses.replace(shaping, corrupt=False)
             if shaping == Shaping():
                 shaping = None
-        if up.body is not None and shaping is None:
-            resp = http.Response.make(up.status, b"", [(k.encode("latin-1"), v.encode("latin-1"))
-                                                       for k, v in up.headers])
-            if flow.request.method != "HEAD":
-                resp.raw_content = up.body
-                resp.headers["content-length"] = str(len(up.body))
-            for k, v in bridge_headers(m):
-                resp.headers[k] = v
-            resp.headers["x-bridge-overhead-ms"] = f"{overhead_ms(m):.2f}"
-            flow.response = resp
-            return
-        # A stream: park the open response with the forwarder and point the flow at it.
-        handoff = Handoff(up, idle_timeout, shaping=shaping, raw_cut=bool(m.get("raw_cut")))
-        token = self.forwarder.register(handoff)
-        m["handoff"] = handoff
-        m["streamed"] = True
-        flow.request.scheme = "http"
-        flow.request.host = "127.0.0.1"
-        flow.request.port = self.forwarder.port
-        flow.request.path = PATH_PREFIX + token
-        flow.request.raw_content = b""
+        respond(flow, m, up, self.forwarder, Handoff(
+            up, idle_timeout, shaping=shaping, raw_cut=bool(m.get("raw_cut")),
+            capture=m.get("capture")))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         m = meta(flow)

@@ -1,0 +1,281 @@
+"""Response cache policy: keys, what may be stored, entries, and why an offline miss missed.
+
+Keys come from the request as the client sent it: the route's namespace (not the upstream
+that answered), method, host for explicit-proxy traffic, path, sorted query, a hash of the
+body (JSON canonicalised: key order and whitespace don't matter) and the `vary:` headers.
+Credentials (Authorization, api-key headers, key-like query parameters) enter a key only as
+a hash; recordings leave them out by default so a team can share a cassette. The parts are
+stored beside each entry, so an offline miss can say what differed.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge_cli.config.model import Cache
+from bridge_cli.engine.redact import fingerprint, is_secret_header, is_secret_param
+
+FORMAT = 1  # of a stored entry; bump on an incompatible change (old entries become misses)
+NEVER_STORED = frozenset({429}) | frozenset(range(500, 600))
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """The parts of a request a key is made from."""
+
+    namespace: str
+    method: str
+    path: str  # without the query
+    query: tuple[tuple[str, str], ...]
+    headers: Mapping[str, str]  # lower-case names
+    body: bytes
+    host: str | None = None  # set for explicit-proxy traffic, where a route may span hosts
+
+
+def split_path(path_qs: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`/a?b=1&c` -> ("/a", (("b", "1"), ("c", "")))."""
+    from urllib.parse import parse_qsl
+
+    path, _, qs = path_qs.partition("?")
+    return path, tuple(parse_qsl(qs, keep_blank_values=True))
+
+
+def _drop_field(obj: Any, dotted: list[str]) -> None:
+    if not dotted or not isinstance(obj, dict):
+        return
+    head, rest = dotted[0], dotted[1:]
+    if not rest:
+        obj.pop(head, None)
+    else:
+        _drop_field(obj.get(head), rest)
+
+
+def body_digest(body: bytes, ignore_fields: Iterable[str] = ()) -> str | None:
+    """A hash of the body; JSON is canonicalised and `ignore_fields` (dotted) left out."""
+    if not body:
+        return None
+    data = body
+    stripped = body.lstrip()
+    if stripped[:1] in (b"{", b"["):
+        try:
+            doc = json.loads(body)
+        except ValueError:
+            pass
+        else:
+            for f in ignore_fields:
+                _drop_field(doc, f.split("."))
+            data = json.dumps(doc, sort_keys=True, separators=(",", ":"),
+                              ensure_ascii=False).encode()
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
+def _secret(value: str) -> str:
+    return f"sha256:{fingerprint(value, 16)}"
+
+
+def key_parts(view: RequestView, cache: Cache, *, credentials: bool = True) -> dict[str, Any]:
+    """The parts of the cache key, JSON-ready; `credentials=False` for shareable cassettes."""
+    ignore = {q.lower() for q in cache.ignore_query}
+    query = sorted(
+        (k, _secret(v) if is_secret_param(k) else v)
+        for k, v in view.query
+        if k.lower() not in ignore and (credentials or not is_secret_param(k))
+    )
+    parts: dict[str, Any] = {"namespace": view.namespace, "method": view.method.upper(),
+                             "path": view.path}
+    if view.host:
+        parts["host"] = view.host.lower()
+    if query:
+        parts["query"] = [list(p) for p in query]
+    digest = body_digest(view.body, cache.ignore_body_fields)
+    if digest:
+        parts["body"] = digest
+    vary = {h.lower(): view.headers.get(h.lower(), "") for h in cache.vary}
+    if vary:
+        parts["vary"] = {k: _secret(v) if v and is_secret_header(k) else v
+                         for k, v in sorted(vary.items())}
+    if credentials:
+        creds = {k: _secret(v) for k, v in sorted(view.headers.items()) if is_secret_header(k)
+                 and k not in ("cookie",)}
+        if creds:
+            parts["credentials"] = creds
+    return parts
+
+
+def with_upstream_vary(parts: dict, vary_names: Iterable[str], headers: Mapping[str, str]) -> dict:
+    """The second-level key parts when the upstream answered with `Vary`."""
+    values = {}
+    for name in sorted({n.strip().lower() for n in vary_names if n.strip()}):
+        v = headers.get(name, "")
+        values[name] = _secret(v) if v and is_secret_header(name) else v
+    return {**parts, "upstream_vary": values}
+
+
+def key_of(parts: Mapping[str, Any]) -> str:
+    """The store key of some parts (hex)."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReplayMode:
+    """How `bridge up` was asked to use recordings (--record, --offline, --cassette)."""
+
+    record: bool = False
+    offline: bool = False
+    cassette: str = "default"
+    routes: frozenset[str] = frozenset()  # --record --route ...: only these (empty: all)
+
+    def records(self, route: str) -> bool:
+        return self.record and (not self.routes or route in self.routes)
+
+
+# --- what may be looked up and stored ------------------------------------------------------
+
+def _directives(value: str) -> set[str]:
+    return {d.strip().split("=", 1)[0].lower() for d in value.split(",") if d.strip()}
+
+
+@dataclass(frozen=True)
+class RequestPolicy:
+    lookup: bool  # may a stored answer be served?
+    store: bool  # may the answer be stored?
+
+
+def request_policy(method: str, headers: Mapping[str, str], cache: Cache) -> RequestPolicy:
+    """Client directives: `Cache-Control: no-cache` or `x-bridge-cache: refresh` refetch and
+    update the entry; `no-store` bypasses the cache entirely."""
+    if method.upper() not in cache.methods:
+        return RequestPolicy(False, False)
+    cc = _directives(headers.get("cache-control", ""))
+    if "no-store" in cc:
+        return RequestPolicy(False, False)
+    refresh = "no-cache" in cc or headers.get("x-bridge-cache", "").lower() == "refresh"
+    return RequestPolicy(not refresh, True)
+
+
+def response_storable(status: int, headers: Mapping[str, str], cache: Cache) -> bool:
+    """Only successful answers: the route's statuses, never 429 or 5xx; and the upstream's
+    Cache-Control no-store/private is respected unless `override: true`."""
+    if status in NEVER_STORED or status not in cache.statuses:
+        return False
+    if not cache.override and _directives(headers.get("cache-control", "")) & {"no-store", "private"}:
+        return False
+    return True
+
+
+# --- entries ---------------------------------------------------------------------------------
+
+SKIP_STORED_HEADERS = frozenset({"set-cookie", "date", "age", "connection", "keep-alive",
+                                 "transfer-encoding"})
+
+
+@dataclass
+class Entry:
+    """A stored answer. Times: epoch seconds; events: (offset seconds, bytes) for streams."""
+
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    stored_at: float
+    parts: dict
+    route: str
+    events: list[tuple[float, bytes]] | None = None
+    vary: list[str] | None = None  # set on a first-level record that points to second level
+
+    def to_json(self) -> dict:
+        return {
+            "format": FORMAT,
+            "status": self.status,
+            "headers": [[k, v] for k, v in self.headers],
+            "body": base64.b64encode(self.body).decode(),
+            "stored_at": self.stored_at,
+            "parts": self.parts,
+            "route": self.route,
+            "events": None if self.events is None else
+            [[round(t, 4), base64.b64encode(b).decode()] for t, b in self.events],
+            "vary": self.vary,
+        }
+
+    @property
+    def size(self) -> int:
+        return len(self.body)
+
+
+def make_entry(status: int, headers: Iterable[tuple[str, str]], body: bytes, now: float,
+               parts: dict, route: str, events: list[tuple[float, bytes]] | None = None) -> Entry:
+    kept = [(k, v) for k, v in headers if k.lower() not in SKIP_STORED_HEADERS
+            and not k.lower().startswith("x-bridge-")]
+    return Entry(status, kept, body, now, parts, route, events)
+
+
+def vary_record(names: list[str], now: float, parts: dict, route: str) -> Entry:
+    """A first-level record saying which request headers pick the second-level entry."""
+    return Entry(0, [], b"", now, parts, route, vary=names)
+
+
+def parse_entry(obj: Any) -> Entry | None:
+    """The Entry in a stored JSON value, or None when it is missing, corrupt or of another
+    format (a broken entry is a miss, never a crash or a wrong answer)."""
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        return None
+    try:
+        events = obj.get("events")
+        return Entry(
+            status=int(obj["status"]),
+            headers=[(str(k), str(v)) for k, v in obj["headers"]],
+            body=base64.b64decode(obj["body"], validate=True),
+            stored_at=float(obj["stored_at"]),
+            parts=dict(obj["parts"]),
+            route=str(obj["route"]),
+            events=None if events is None else
+            [(float(t), base64.b64decode(b, validate=True)) for t, b in events],
+            vary=None if obj.get("vary") is None else [str(v) for v in obj["vary"]],
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def age_seconds(entry: Entry, now: float) -> int:
+    return max(0, int(now - entry.stored_at))
+
+
+def is_fresh(entry: Entry, ttl: float, now: float) -> bool:
+    return now - entry.stored_at < ttl
+
+
+# --- why an offline request missed -------------------------------------------------------------
+
+def differences(wanted: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
+    """The key parts in which a recorded request differs from the wanted one, in words."""
+    out = []
+    for k in sorted(set(wanted) | set(have)):
+        a, b = wanted.get(k), have.get(k)
+        if a == b:
+            continue
+        if k in ("body", "credentials"):
+            out.append(f"{k} differs")
+        elif a is None:
+            out.append(f"{k}: recorded {b!r}, this request has none")
+        elif b is None:
+            out.append(f"{k}: this request has {a!r}, the recording has none")
+        else:
+            out.append(f"{k}: recorded {b!r}, this request {a!r}")
+    return out
+
+
+def closest(wanted: Mapping[str, Any], candidates: Iterable[Mapping[str, Any]]):
+    """(parts, differences) of the recorded request nearest to `wanted`, or (None, [])."""
+    best, best_diff = None, []
+    for parts in candidates:
+        if parts.get("namespace") != wanted.get("namespace"):
+            continue
+        diff = differences(wanted, parts)
+        score = len(diff) + (2 if parts.get("path") != wanted.get("path") else 0)
+        if best is None or score < best[0]:
+            best, best_diff = (score, parts), diff
+    return (best[1], best_diff) if best else (None, [])

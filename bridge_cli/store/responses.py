@@ -1,0 +1,133 @@
+"""Where cached responses and recordings (cassettes) live: one directory each.
+
+    $BRIDGE_HOME/cache/<namespace>/   a route's cache (namespace: the route's name unless
+                                      `cache.namespace` shares one), LRU at `max_size`
+    $BRIDGE_HOME/cassettes/<name>/    a recording (`bridge up --record --cassette NAME`)
+
+In each: "entry:<key>" holds the JSON entry (engine/cache.py's format) and "idx:<key>" a
+small summary (parts, route, status, size, stored_at) that `bridge cache ls` and offline
+misses read without loading bodies. Used by the running proxy and by the CLI directly, so
+reports on stored data work with no bridge running.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from bridge_cli.engine.cache import Entry, parse_entry
+from bridge_cli.errors import StoreError, UsageError
+from bridge_cli.store.disk import DiskStore, open_cache_store
+
+log = logging.getLogger("bridge.cache")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_name(kind: str, name: str) -> str:
+    if not _NAME.match(name):
+        raise UsageError(f"{kind} name {name!r}: use letters, digits, '.', '_' or '-' "
+                         "(at most 64), e.g. default")
+    return name
+
+
+class EntryStore:
+    """One cache namespace or one cassette."""
+
+    def __init__(self, directory: Path, size_limit: int = 2**30) -> None:
+        self.directory = directory
+        self._store: DiskStore | None = None
+        self._size_limit = size_limit
+        # Entries handed to a writer thread and not on disk yet: read from here meanwhile,
+        # so the request right after a miss is already a hit. Touched on the loop thread only.
+        self.unwritten: dict[str, Entry] = {}
+
+    @property
+    def store(self) -> DiskStore:
+        if self._store is None:
+            self._store = open_cache_store(self.directory, self._size_limit)
+        return self._store
+
+    def get(self, key: str) -> Entry | None:
+        """The entry, or None when absent, unreadable or corrupt (logged once, a miss)."""
+        if key in self.unwritten:
+            return self.unwritten[key]
+        try:
+            raw = self.store.get(f"entry:{key}")
+        except StoreError as e:
+            log.warning("cache %s: %s (served as a miss)", self.directory.name, e)
+            return None
+        if raw is None:
+            return None
+        entry = parse_entry(raw)
+        if entry is None:
+            log.warning("cache %s: entry %s is corrupt or of an older format; a miss",
+                        self.directory.name, key[:12])
+        return entry
+
+    def put(self, key: str, entry: Entry, ttl: float | None) -> None:
+        """Store an entry and its summary (raises StoreError; call off the event loop)."""
+        self.store.set(f"entry:{key}", entry.to_json(), ttl)
+        self.store.set(f"idx:{key}", {"parts": entry.parts, "route": entry.route,
+                                      "status": entry.status, "size": entry.size,
+                                      "stored_at": entry.stored_at,
+                                      "stream": entry.events is not None}, ttl)
+
+    def summaries(self) -> Iterator[tuple[str, dict]]:
+        """(key, summary) of every entry."""
+        for k in self.store.scan("idx:"):
+            summary = self.store.get(k)
+            if isinstance(summary, dict):
+                yield k.removeprefix("idx:"), summary
+
+    def delete(self, key: str) -> None:
+        self.store.delete(f"entry:{key}")
+        self.store.delete(f"idx:{key}")
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+class ResponseStores:
+    """Every cache namespace and cassette under one $BRIDGE_HOME."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self._open: dict[tuple[str, str], EntryStore] = {}
+
+    def cache(self, namespace: str, size_limit: int = 2**30) -> EntryStore:
+        return self._get("cache", _check_name("namespace", namespace), size_limit)
+
+    def cassette(self, name: str) -> EntryStore:
+        return self._get("cassettes", _check_name("cassette", name), 2**40)
+
+    def _get(self, kind: str, name: str, size_limit: int) -> EntryStore:
+        es = self._open.get((kind, name))
+        if es is None:
+            es = self._open[(kind, name)] = EntryStore(self.home / kind / name, size_limit)
+        return es
+
+    def names(self, kind: str) -> list[str]:
+        """Existing cache namespaces ("cache") or cassettes ("cassettes")."""
+        base = self.home / kind
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def remove(self, kind: str, name: str) -> bool:
+        """Delete a whole namespace or cassette; False when there was none."""
+        es = self._open.pop((kind, name), None)
+        if es is not None:
+            es.close()
+        path = self.home / kind / name
+        if not path.is_dir():
+            return False
+        shutil.rmtree(path)
+        return True
+
+    def close(self) -> None:
+        for es in self._open.values():
+            es.close()
+        self._open.clear()
