@@ -9,6 +9,7 @@ from rich.markup import escape
 
 from bridge_cli import __version__
 from bridge_cli.cli import basics, up
+from bridge_cli.cli.cache import cache_app
 from bridge_cli.cli.chaos import chaos_app
 from bridge_cli.cli.output import err_console
 from bridge_cli.errors import BridgeError, ExitStatus
@@ -28,6 +29,7 @@ app.command("validate")(basics.validate)
 app.command("ca")(basics.ca)
 app.command("status")(basics.status)
 app.add_typer(chaos_app, name="chaos")
+app.add_typer(cache_app, name="cache")
 
 
 def _version(value: bool) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from typing import TYPE_CHECKING
 
@@ -9,6 +10,7 @@ from aiohttp import web
 
 from bridge_cli.config.loader import parse_fault
 from bridge_cli.config.model import Listen
+from bridge_cli.control.cache_report import cache_clear, cache_stats
 from bridge_cli.control.reports import faults_report, status_report
 from bridge_cli.errors import UsageError
 
@@ -45,6 +47,8 @@ class ControlServer:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get(f"{API}/status", self._status)
         app.router.add_post(f"{API}/reload", self._reload)
+        app.router.add_get(f"{API}/cache", self._cache)
+        app.router.add_delete(f"{API}/cache", self._cache_clear)
         app.router.add_get(f"{API}/faults", self._faults)
         app.router.add_post(f"{API}/faults", self._add_fault)
         app.router.add_delete(f"{API}/faults", self._clear_faults)
@@ -66,6 +70,26 @@ class ControlServer:
     async def _reload(self, request: web.Request) -> web.Response:
         result = await self.bridge.reload()
         return web.json_response(result.to_dict(), status=200 if result.applied else 422)
+
+    # --- cache -----------------------------------------------------------------------
+    async def _cache(self, request: web.Request) -> web.Response:
+        state = self.bridge.state
+        live = {r.name: dict(state.counters[r.name].cache) if r.name in state.counters else {}
+                for r in state.config.routes}
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, cache_stats, self.bridge.responses, live)
+        return web.json_response(data)
+
+    async def _cache_clear(self, request: web.Request) -> web.Response:
+        q = request.query
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(None, lambda: cache_clear(
+                self.bridge.responses, namespace=q.get("namespace"), route=q.get("route"),
+                cassette=q.get("cassette")))
+        except UsageError as e:
+            return _error(400, "bad_request", str(e))
+        return web.json_response(data)
 
     # --- faults ----------------------------------------------------------------------
     async def _faults(self, request: web.Request) -> web.Response:

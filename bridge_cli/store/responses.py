@@ -82,6 +82,14 @@ class EntryStore:
             if isinstance(summary, dict):
                 yield k.removeprefix("idx:"), summary
 
+    def clear(self) -> int:
+        """Remove every entry (safe while a bridge has this store open); how many there were."""
+        keys = [k.removeprefix("idx:") for k in self.store.scan("idx:")]
+        for k in keys:
+            self.delete(k)
+        self.unwritten.clear()
+        return len(keys)
+
     def delete(self, key: str) -> None:
         self.store.delete(f"entry:{key}")
         self.store.delete(f"idx:{key}")

@@ -155,7 +155,7 @@ class CacheAddon:
         if near is not None:
             detail["closest"] = {k: v for k, v in near.items() if k != "credentials"}
             detail["differences"] = diff
-            why = "; the closest recording differs in " + "; ".join(diff)
+            why = "; the closest recording differs: " + "; ".join(diff)
         else:
             why = f"; cassette '{self.mode.cassette}' has nothing for route '{route.name}'"
         apply_reply(flow, error_reply(

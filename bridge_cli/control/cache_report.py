@@ -1,0 +1,143 @@
+"""The cache resource: stats, listing, clearing, export and import of stored responses.
+
+Shared by GET/DELETE /api/v1/cache and `bridge cache ...`; it reads the stores directly, so
+it works with no bridge running (hit counts then come from nowhere and show as null).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import IO
+
+from bridge_cli.engine.cache import FORMAT, parse_entry
+from bridge_cli.errors import UsageError
+from bridge_cli.store.responses import EntryStore, ResponseStores
+
+EXPORT_FORMAT = 1  # of `bridge cache export` files
+
+
+def _stores(stores: ResponseStores, namespace: str | None, cassette: str | None
+            ) -> list[tuple[str, str, EntryStore]]:
+    """(kind, name, store) selected by the options; all caches and cassettes by default."""
+    if cassette is not None:
+        return [("cassette", cassette, stores.cassette(cassette))]
+    names = [namespace] if namespace is not None else stores.names("cache")
+    out = [("cache", n, stores.cache(n)) for n in names]
+    if namespace is None:
+        out += [("cassette", n, stores.cassette(n)) for n in stores.names("cassettes")]
+    return out
+
+
+def cache_stats(stores: ResponseStores, live: dict[str, dict] | None = None) -> dict:
+    """Entries and bytes per cache namespace and cassette; hits per route when `live`
+    (route -> counters from a running bridge) is given."""
+    groups = []
+    for kind, name, es in _stores(stores, None, None):
+        entries = size = 0
+        for _, s in es.summaries():
+            entries += 1
+            size += int(s.get("size", 0))
+        groups.append({"kind": kind, "name": name, "entries": entries, "bytes": size})
+    routes = []
+    for route, counts in sorted((live or {}).items()):
+        hits = counts.get("hit", 0) + counts.get("coalesced", 0) + counts.get("replay", 0)
+        looked = hits + counts.get("miss", 0)
+        routes.append({"route": route, "hits": hits, "misses": counts.get("miss", 0),
+                       "coalesced": counts.get("coalesced", 0), "refreshes": counts.get("refresh", 0),
+                       "hit_rate": round(hits / looked, 4) if looked else None})
+    return {"stores": groups, "routes": routes, "live": live is not None}
+
+
+def cache_list(stores: ResponseStores, *, namespace: str | None = None, route: str | None = None,
+               cassette: str | None = None) -> list[dict]:
+    """One row per stored response, newest first."""
+    now = time.time()
+    rows = []
+    for kind, name, es in _stores(stores, namespace, cassette):
+        for key, s in es.summaries():
+            parts = s.get("parts", {})
+            if route is not None and s.get("route") != route:
+                continue
+            query = "&".join(f"{k}={v}" for k, v in parts.get("query", []))
+            rows.append({
+                "kind": kind, "name": name, "key": key, "route": s.get("route"),
+                "method": parts.get("method"), "path": parts.get("path", "") + (f"?{query}" if query else ""),
+                "status": s.get("status"), "bytes": s.get("size"), "stream": s.get("stream", False),
+                "age_s": round(now - float(s.get("stored_at", now)), 1),
+            })
+    return sorted(rows, key=lambda r: r["age_s"])
+
+
+def cache_clear(stores: ResponseStores, *, namespace: str | None = None, route: str | None = None,
+                cassette: str | None = None) -> dict:
+    """Remove the selected entries; how many were removed, per store."""
+    removed = []
+    for kind, name, es in _stores(stores, namespace, cassette):
+        if route is None:
+            n = es.clear()
+        else:
+            keys = [k for k, s in es.summaries() if s.get("route") == route]
+            for k in keys:
+                es.delete(k)
+            n = len(keys)
+        removed.append({"kind": kind, "name": name, "removed": n})
+    return {"removed": removed, "total": sum(r["removed"] for r in removed)}
+
+
+def export_entries(stores: ResponseStores, out: IO[str], *, cassette: str | None = None,
+                   namespace: str | None = None) -> int:
+    """Write the selected entries as JSON lines (a header line first); how many."""
+    selected = _stores(stores, namespace, cassette)
+    out.write(json.dumps({"bridge_export": EXPORT_FORMAT, "entry_format": FORMAT,
+                          "exported_at": time.time()}) + "\n")
+    n = 0
+    for kind, name, es in selected:
+        for key, _ in es.summaries():
+            entry = es.get(key)
+            if entry is None:
+                continue
+            out.write(json.dumps({"kind": kind, "name": name, "key": key,
+                                  "entry": entry.to_json()}) + "\n")
+            n += 1
+    return n
+
+
+def import_entries(stores: ResponseStores, lines: Iterable[str], source: str, *,
+                   cassette: str | None = None) -> int:
+    """Read an export; every entry goes back where it came from, or into `cassette`.
+    A bad file is a UsageError naming the line, and nothing is written."""
+    it = iter(lines)
+    try:
+        header = json.loads(next(it))
+    except (StopIteration, ValueError):
+        raise UsageError(f"{source}:1: not a bridge cache export (no header line)") from None
+    if not isinstance(header, dict) or header.get("bridge_export") != EXPORT_FORMAT:
+        raise UsageError(f"{source}:1: not a bridge cache export of format {EXPORT_FORMAT}")
+    todo = []
+    for lineno, line in enumerate(it, start=2):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            entry = parse_entry(row["entry"])
+            kind, name, key = row["kind"], row["name"], row["key"]
+        except (ValueError, KeyError, TypeError):
+            entry = None
+        if entry is None or kind not in ("cache", "cassette"):
+            raise UsageError(f"{source}:{lineno}: not a valid entry; nothing was imported")
+        todo.append((kind, name, key, entry))
+    for kind, name, key, entry in todo:
+        es = stores.cassette(cassette) if cassette else (
+            stores.cassette(name) if kind == "cassette" else stores.cache(name))
+        es.put(key, entry, None)
+    return len(todo)
+
+
+def read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read it ({e.strerror})") from None
