@@ -12,6 +12,7 @@ from bridge_cli.cli import basics, up
 from bridge_cli.cli.cache import cache_app
 from bridge_cli.cli.chaos import chaos_app
 from bridge_cli.cli.output import err_console
+from bridge_cli.cli.spend import spend_app
 from bridge_cli.errors import BridgeError, ExitStatus
 
 app = typer.Typer(
@@ -30,6 +31,7 @@ app.command("ca")(basics.ca)
 app.command("status")(basics.status)
 app.add_typer(chaos_app, name="chaos")
 app.add_typer(cache_app, name="cache")
+app.add_typer(spend_app, name="spend")
 
 
 def _version(value: bool) -> None:

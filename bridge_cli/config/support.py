@@ -9,9 +9,5 @@ that makes its feature work.
 
 UNENFORCED: set[str] = {
     "routes[].rate_limit",
-    "routes[].spend",
-    "routes[].budget",
     "routes[].drift",
-    "budget",
-    "pricing",
 }

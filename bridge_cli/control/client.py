@@ -59,6 +59,10 @@ class ControlClient:
     def reload(self) -> dict:
         return self.request("POST", "reload")
 
+    def spend(self, since: str | None, by: str) -> dict:
+        params = {"by": by, **({"since": since} if since else {})}
+        return self.request("GET", "spend", params=params)
+
     def faults(self) -> dict:
         return self.request("GET", "faults")
 

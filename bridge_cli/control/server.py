@@ -12,6 +12,7 @@ from bridge_cli.config.loader import parse_fault
 from bridge_cli.config.model import Listen
 from bridge_cli.control.cache_report import cache_clear, cache_stats
 from bridge_cli.control.reports import faults_report, status_report
+from bridge_cli.control.spend_report import spend_report
 from bridge_cli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ class ControlServer:
         app = web.Application(middlewares=[self._auth])
         app.router.add_get(f"{API}/status", self._status)
         app.router.add_post(f"{API}/reload", self._reload)
+        app.router.add_get(f"{API}/spend", self._spend)
         app.router.add_get(f"{API}/cache", self._cache)
         app.router.add_delete(f"{API}/cache", self._cache_clear)
         app.router.add_get(f"{API}/faults", self._faults)
@@ -70,6 +72,18 @@ class ControlServer:
     async def _reload(self, request: web.Request) -> web.Response:
         result = await self.bridge.reload()
         return web.json_response(result.to_dict(), status=200 if result.applied else 422)
+
+    # --- spend -----------------------------------------------------------------------
+    async def _spend(self, request: web.Request) -> web.Response:
+        q = request.query
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(None, lambda: spend_report(
+                self.bridge.store, self.bridge.state.config, since=q.get("since"),
+                by=q.get("by", "route")))
+        except UsageError as e:
+            return _error(400, "bad_request", str(e))
+        return web.json_response(data)
 
     # --- cache -----------------------------------------------------------------------
     async def _cache(self, request: web.Request) -> web.Response:

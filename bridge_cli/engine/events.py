@@ -47,6 +47,8 @@ class FlowEvent:
     request_headers: tuple[tuple[str, str], ...] = ()  # already redacted
     faults: tuple[str, ...] = ()  # names of the injected faults that touched this request
     cache: str | None = None  # hit | miss | coalesced | replay (None: the cache wasn't asked)
+    cost_usd: str | None = None  # what the call cost (decimal string), when the route prices it
+    spend_status: str | None = None  # priced | flat | estimated | unpriced | saved
     kind: str = field(default="flow", init=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -81,7 +83,22 @@ class BreakerEvent:
         return asdict(self)
 
 
-Event = FlowEvent | NoticeEvent | BreakerEvent
+@dataclass(frozen=True)
+class BudgetEvent:
+    """A budget reached its alert threshold, or refused (or, with `warn`, passed) a request."""
+
+    scope: str  # "route:openai" or "global"
+    what: str  # alert | exceeded
+    committed_usd: str  # decimal string
+    limit_usd: str
+    action: str  # block | warn
+    kind: str = field(default="budget_alert", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Event = FlowEvent | NoticeEvent | BreakerEvent | BudgetEvent
 
 
 class EventBus:

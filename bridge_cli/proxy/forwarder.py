@@ -17,6 +17,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiohttp import web
 
@@ -42,6 +43,8 @@ class Handoff:
     pacing: bool = False  # replay `events` at their recorded offsets
     # Called with the (offset, bytes) pieces sent, once the stream completed (cache, record).
     capture: Callable[[list[tuple[float, bytes]]], None] | None = None
+    observe: Callable[[bytes], None] | None = None  # sees every upstream piece (usage)
+    transform: Any = None  # piece -> piece the client gets, with .rest() at the end
     created: float = field(default_factory=time.monotonic)
     bytes_sent: int = 0
     outcome: str = "pending"  # complete | cut | idle_timeout | client_gone
@@ -115,6 +118,10 @@ class Forwarder:
             if handoff.is_sse and (shaping.sse_cut_after is not None or shaping.sse_delay):
                 pieces = _sse_events(pieces, shaping)
             async for piece in pieces:
+                if piece is not _CUT and handoff.observe is not None:
+                    handoff.observe(piece)
+                if piece is not _CUT and handoff.transform is not None:
+                    piece = handoff.transform(piece)
                 if piece is _CUT:
                     handoff.outcome = "cut"
                     await self._end_broken(out, handoff, "upstream_reset",
@@ -129,6 +136,8 @@ class Forwarder:
                 await _write(out, piece, shaping, handoff)
                 if captured is not None:
                     captured.append((time.monotonic() - t0, piece))
+            if handoff.transform is not None:
+                await _write(out, handoff.transform.rest(), shaping, handoff)
             handoff.outcome = "complete"
             await out.write_eof()
             if captured is not None:

@@ -32,6 +32,7 @@ from bridge_cli.proxy.addons.cache import CacheAddon
 from bridge_cli.proxy.addons.chaos import HeaderFaultAddon
 from bridge_cli.proxy.addons.record import RecordAddon
 from bridge_cli.proxy.addons.route import RouteAddon
+from bridge_cli.proxy.addons.spend import SpendAddon
 from bridge_cli.proxy.addons.upstream import UpstreamAddon
 from bridge_cli.proxy.forwarder import Forwarder
 from bridge_cli.proxy.listeners import ListenerPlan, check_bindable, free_port, plan_listeners
@@ -138,6 +139,7 @@ class Bridge:
             RouteAddon(self.state),
             HeaderFaultAddon(self.state),
             CacheAddon(self.state, self.forwarder, self.responses, self.replay),
+            SpendAddon(self.state, self.store),
             UpstreamAddon(self.state, self.forwarder),
             RecordAddon(self.state),
         )

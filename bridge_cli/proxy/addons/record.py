@@ -11,6 +11,7 @@ import time
 from mitmproxy import http
 
 from bridge_cli.engine.events import FlowEvent
+from bridge_cli.engine.money import usd
 from bridge_cli.engine.redact import redact_headers, redact_url
 from bridge_cli.proxy.flowmeta import meta
 from bridge_cli.proxy.state import LiveState
@@ -78,6 +79,8 @@ class RecordAddon:
                 request_headers=tuple(redact_headers(flow.request.headers.items(multi=True))),
                 faults=tuple(m.get("faults", ())),
                 cache=m.get("cache"),
+                cost_usd=usd(m["spend"].cost) if m.get("spend") else None,
+                spend_status=m["spend"].status if m.get("spend") else None,
             )
         )
 

@@ -23,6 +23,7 @@ from bridge_cli.engine.attempts import (
     Outcome,
 )
 from bridge_cli.engine.chaos import Shaping, corrupt_body
+from bridge_cli.engine.pricing import UsageStripper
 from bridge_cli.engine.replies import error_reply
 from bridge_cli.proxy.faults import client_hang, faulted_try, injected_response, wait_unless_gone
 from bridge_cli.proxy.flowmeta import apply_reply, bridge_headers, meta, overhead_ms, route_of
@@ -150,9 +151,11 @@ class UpstreamAddon:
             shaping = dataclasses.replace(shaping, corrupt=False)
             if shaping == Shaping():
                 shaping = None
+        su = m.get("stream_usage")
         respond(flow, m, up, self.forwarder, Handoff(
             up, idle_timeout, shaping=shaping, raw_cut=bool(m.get("raw_cut")),
-            capture=m.get("capture")))
+            capture=m.get("capture"), observe=su.feed if su is not None else None,
+            transform=UsageStripper() if m.get("strip_usage") else None))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         m = meta(flow)

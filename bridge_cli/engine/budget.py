@@ -1,0 +1,158 @@
+"""Budgets by reservation (DESIGN.md): refuse when spent + reserved + this request's worst
+case would pass the limit; settle to the real cost when usage arrives; release on failure.
+
+Per budget scope ("route:openai", "global") and period, the store holds two integers
+(micro-dollars): `committed` (spent plus reserved, the one `reserve` checks atomically)
+and `spent` (settled costs only, for reports). Calendar periods are in local time; a
+rolling window is kept in hour buckets, the current one reserved against the limit less
+what the earlier buckets of the window hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge_cli.config.model import Budget
+from bridge_cli.store.base import Store, make_key
+
+HOUR = 3600.0
+
+
+def period_bounds(period: str, now: dt.datetime) -> tuple[str, dt.datetime]:
+    """(id, start of the next period) of the calendar period holding local time `now`."""
+    if period == "hour":
+        start = now.replace(minute=0, second=0, microsecond=0)
+        return start.strftime("%Y-%m-%dT%H"), start + dt.timedelta(hours=1)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "day":
+        return day.strftime("%Y-%m-%d"), day + dt.timedelta(days=1)
+    if period == "week":
+        monday = day - dt.timedelta(days=day.weekday())
+        y, w, _ = monday.isocalendar()
+        return f"{y}-W{w:02d}", monday + dt.timedelta(days=7)
+    if period == "month":
+        first = day.replace(day=1)
+        nxt = (first + dt.timedelta(days=32)).replace(day=1)
+        return first.strftime("%Y-%m"), nxt
+    raise ValueError(f"unknown budget period {period!r}")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where one budget's money for `now` is counted."""
+
+    bucket: str  # the period id (or the current hour bucket of a rolling window)
+    resets_at: dt.datetime | None  # None for a rolling window
+    earlier: tuple[str, ...] = ()  # rolling: the other hour buckets inside the window
+
+
+def window_of(budget: Budget, now_wall: float) -> Window:
+    now = dt.datetime.fromtimestamp(now_wall).astimezone()
+    if budget.rolling:
+        hours = max(1, int(budget.rolling // HOUR))
+        base = int(now_wall // HOUR)
+        return Window(f"h{base}", None, tuple(f"h{base - i}" for i in range(1, hours)))
+    pid, nxt = period_bounds(budget.period or "day", now)
+    return Window(pid, nxt)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Money held for one request in flight, against one or more budgets."""
+
+    amount: int  # micro-dollars
+    held: tuple[tuple[str, str], ...]  # (scope, bucket) pairs it is held in
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request may not go: the budget, what it holds, when it resets."""
+
+    scope: str
+    limit: int
+    committed: int
+    resets_at: dt.datetime | None
+    action: str
+
+
+class Budgets:
+    """Reserve, settle and report budgets over a Store. `wall` gives epoch seconds."""
+
+    def __init__(self, store: Store, wall: Callable[[], float]) -> None:
+        self.store = store
+        self.wall = wall
+
+    @staticmethod
+    def _key(kind: str, scope: str, bucket: str) -> str:
+        return make_key("budget", kind, scope, bucket)
+
+    def committed(self, scope: str, budget: Budget) -> int:
+        w = window_of(budget, self.wall())
+        return sum(int(self.store.get(self._key("committed", scope, b)) or 0)
+                   for b in (w.bucket, *w.earlier))
+
+    def spent(self, scope: str, budget: Budget) -> int:
+        w = window_of(budget, self.wall())
+        return sum(int(self.store.get(self._key("spent", scope, b)) or 0)
+                   for b in (w.bucket, *w.earlier))
+
+    def reserve(self, budgets: list[tuple[str, Budget]], amount: int
+                ) -> tuple[Reservation, Refusal | None]:
+        """Hold `amount` against every blocking budget, all or none; a `warn` budget that
+        would be passed doesn't refuse but is reported as the refusal (action warn)."""
+        held: list[tuple[str, str]] = []
+        warned: Refusal | None = None
+        now = self.wall()
+        for scope, budget in budgets:
+            w = window_of(budget, now)
+            key = self._key("committed", scope, w.bucket)
+            earlier = sum(int(self.store.get(self._key("committed", scope, b)) or 0)
+                          for b in w.earlier)
+            limit = budget.limit_usd - earlier
+            if self.store.reserve(key, amount, limit):
+                held.append((scope, w.bucket))
+                continue
+            refusal = Refusal(scope, budget.limit_usd, earlier + int(self.store.get(key) or 0),
+                              w.resets_at, budget.action)
+            if budget.action == "block":
+                for s, b in held:
+                    self.store.release(self._key("committed", s, b), amount)
+                return Reservation(0, ()), refusal
+            # warn: count it anyway, so reports and alerts see the overspend
+            self.store.incr(key, amount)
+            held.append((scope, w.bucket))
+            warned = warned or refusal
+        return Reservation(amount, tuple(held)), warned
+
+    def settle(self, reservation: Reservation, cost: int) -> None:
+        """Replace the reservation by the real cost (micro-dollars) in every budget held."""
+        for scope, bucket in reservation.held:
+            key = self._key("committed", scope, bucket)
+            delta = cost - reservation.amount
+            if delta > 0:
+                self.store.incr(key, delta)
+            elif delta < 0:
+                self.store.release(key, -delta)
+            self.store.incr(self._key("spent", scope, bucket), cost)
+
+    def release(self, reservation: Reservation) -> None:
+        """The request failed before costing anything: give the money back."""
+        for scope, bucket in reservation.held:
+            self.store.release(self._key("committed", scope, bucket), reservation.amount)
+
+    def crossed_alert(self, scope: str, budget: Budget) -> bool:
+        """True exactly once per period, when the committed money first reaches alert_at."""
+        if self.committed(scope, budget) < budget.alert_at * budget.limit_usd:
+            return False
+        w = window_of(budget, self.wall())
+        return self.store.incr(self._key("alerted", scope, w.bucket)) == 1
+
+    def reset(self, scope: str) -> int:
+        """Forget every period of a scope; how many keys went."""
+        keys = [k for kind in ("committed", "spent", "alerted")
+                for k in self.store.scan(make_key("budget", kind, scope) + ":")]
+        for k in keys:
+            self.store.delete(k)
+        return len(keys)

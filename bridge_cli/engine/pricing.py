@@ -1,0 +1,286 @@
+"""What a call cost: usage from the response (whole or streamed), priced with genai-prices.
+
+Money is integer micro-dollars everywhere in bridge. genai-prices (the Pydantic team's
+maintained price data and usage extraction) does the provider-specific work; bridge adds
+reading usage out of SSE streams, `pricing:` overrides from the config, and the worst-case
+estimate a budget reserves before a request leaves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import genai_prices
+from genai_prices import Usage
+
+from bridge_cli.config.model import Spend
+
+MICROS = Decimal(1_000_000)
+# genai-prices needs an API flavour for OpenAI; other providers have one shape.
+FLAVOURED = {"openai"}
+
+
+def to_micros(usd: Decimal | float | int) -> int:
+    return int((Decimal(str(usd)) * MICROS).quantize(Decimal(1), rounding=ROUND_HALF_UP))
+
+
+def snapshot_version() -> str:
+    """Which price data priced a call (recorded beside each cost)."""
+    from importlib.metadata import version
+
+    return f"genai-prices {version('genai-prices')}"
+
+
+@dataclass(frozen=True)
+class Priced:
+    """The price of one call. `status`: priced | unpriced | flat | free."""
+
+    cost: int  # micro-dollars
+    status: str
+    model: str | None = None
+    usage: dict[str, int] = field(default_factory=dict)
+    reason: str | None = None  # why unpriced
+    snapshot: str | None = None
+
+
+def api_flavor(path: str) -> str:
+    return "responses" if "/responses" in path else "chat"
+
+
+def _override(pricing: tuple[dict, ...], provider: str, model: str) -> dict | None:
+    for item in pricing:
+        if item.get("provider", provider) != provider:
+            continue
+        match = item.get("match") or {}
+        if item.get("id") == model or (
+                "starts_with" in match and model.startswith(match["starts_with"])) or (
+                "equals" in match and model == match["equals"]):
+            return item.get("prices", {})
+    return None
+
+
+def _price_value(v: Any) -> Decimal:
+    if isinstance(v, dict):  # tiered: price at the base tier
+        v = v.get("base", 0)
+    return Decimal(str(v or 0))
+
+
+def price_with_override(usage: Usage, prices: dict) -> int:
+    """Cost of `usage` at `pricing:` prices (USD per million tokens), micro-dollars."""
+    cache_read = usage.reported_value("cache_read_tokens") or 0
+    cache_write = usage.reported_value("cache_write_tokens") or 0
+    uncached = max(0, (usage.reported_value("input_tokens") or 0) - cache_read - cache_write)
+    usd = (uncached * _price_value(prices.get("input_mtok"))
+           + cache_read * _price_value(prices.get("cache_read_mtok", prices.get("input_mtok")))
+           + cache_write * _price_value(prices.get("cache_write_mtok", prices.get("input_mtok")))
+           + (usage.reported_value("output_tokens") or 0) * _price_value(prices.get("output_mtok"))
+           ) / MICROS
+    usd += _price_value(prices.get("requests_kcount")) / 1000
+    return to_micros(usd)
+
+
+def price_response(provider: str, body: Any, *, path: str = "", request_model: str | None = None,
+                   pricing: tuple[dict, ...] = ()) -> Priced:
+    """Price a provider's JSON response (or the response-like object a stream rebuilt)."""
+    if not isinstance(body, dict):
+        return Priced(0, "unpriced", reason="the response is not a JSON object")
+    kwargs = {"api_flavor": api_flavor(path)} if provider in FLAVOURED else {}
+    try:
+        extracted = genai_prices.extract_usage(body, provider_id=provider, **kwargs)
+    except Exception as e:  # genai-prices raises plain ValueErrors and lookups
+        return Priced(0, "unpriced", reason=f"no usage in the response ({e})")
+    usage = extracted.usage
+    tokens = {k: v for k, v in vars(usage).items() if isinstance(v, int)}
+    model = (extracted.model.id if extracted.model else None) or body.get("model") or request_model
+    raw_model = body.get("model") or body.get("modelVersion") or request_model or model
+    over = _override(pricing, provider, raw_model or "") if raw_model else None
+    if over is not None:
+        return Priced(price_with_override(usage, over), "priced", raw_model, tokens,
+                      snapshot="config pricing")
+    try:
+        calc = extracted.calc_price() if extracted.model else genai_prices.calc_price(
+            usage, raw_model, provider_id=provider)
+    except Exception as e:
+        return Priced(0, "unpriced", raw_model, tokens,
+                      reason=f"no price for model {raw_model!r} ({e})")
+    return Priced(to_micros(calc.total_price), "priced", model, tokens, snapshot=snapshot_version())
+
+
+def flat_price(spend: Spend, method: str) -> Priced:
+    """`per_request_usd`: flat, or per method (methods not listed are free)."""
+    p = spend.per_request_usd
+    cost = p.get(method.upper(), 0) if isinstance(p, dict) else int(p or 0)
+    return Priced(cost, "flat")
+
+
+# --- usage from a stream ---------------------------------------------------------------------
+
+def sse_data(chunk_text: str) -> list[Any]:
+    """The JSON `data:` payloads of the complete SSE events in `chunk_text`."""
+    out = []
+    for event in chunk_text.replace("\r\n", "\n").split("\n\n"):
+        data = "\n".join(line[5:].lstrip() for line in event.split("\n") if line.startswith("data:"))
+        if not data or data == "[DONE]":
+            continue
+        try:
+            out.append(json.loads(data))
+        except ValueError:
+            continue
+    return out
+
+
+class StreamUsage:
+    """Rebuilds a response-like object with usage from a provider's SSE events:
+    OpenAI's final chunk (`stream_options.include_usage`), the Responses API's
+    `response.completed`, Anthropic's `message_start` + `message_delta`, Gemini's
+    `usageMetadata`."""
+
+    def __init__(self) -> None:
+        self._buf = ""
+        self.model: str | None = None
+        self.usage: dict | None = None
+        self.gemini: dict | None = None
+        self.completed: dict | None = None
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data.decode("utf-8", "replace")
+        end = self._buf.rfind("\n\n")
+        if end < 0:
+            return
+        complete, self._buf = self._buf[: end + 2], self._buf[end + 2 :]
+        for obj in sse_data(complete):
+            self._event(obj)
+
+    def _event(self, obj: Any) -> None:
+        if not isinstance(obj, dict):
+            return
+        kind = obj.get("type")
+        if kind == "message_start":  # Anthropic
+            msg = obj.get("message") or {}
+            self.model = msg.get("model", self.model)
+            self.usage = dict(msg.get("usage") or {})
+        elif kind == "message_delta":
+            self.usage = {**(self.usage or {}), **{k: v for k, v in (obj.get("usage") or {}).items()
+                                                   if v is not None}}
+        elif kind == "response.completed":  # OpenAI Responses API
+            self.completed = obj.get("response")
+        elif "usageMetadata" in obj:  # Gemini: the last chunk carries the totals
+            self.gemini = obj
+        else:
+            self.model = obj.get("model", self.model)
+            if obj.get("usage"):
+                self.usage = obj["usage"]
+
+    def response(self) -> dict | None:
+        """A response-like dict to price, or None when the stream carried no usage."""
+        if self._buf.strip():
+            self.feed(b"\n\n")
+        if self.completed is not None:
+            return self.completed
+        if self.gemini is not None:
+            return self.gemini
+        if self.usage:
+            return {"model": self.model, "usage": self.usage,
+                    **({"type": "message"} if "input_tokens" in self.usage else {})}
+        return None
+
+
+# --- the worst case a budget reserves --------------------------------------------------------
+
+def _model_prices(provider: str, model: str) -> tuple[Decimal, Decimal] | None:
+    """(input, output) USD per token of a model, or None when genai-prices doesn't know it."""
+    try:
+        probe = genai_prices.calc_price(Usage(input_tokens=1_000_000, output_tokens=0), model,
+                                        provider_id=provider)
+        out = genai_prices.calc_price(Usage(input_tokens=0, output_tokens=1_000_000), model,
+                                      provider_id=provider)
+    except Exception:
+        return None
+    return probe.total_price / MICROS, out.total_price / MICROS
+
+
+def worst_case(spend: Spend, method: str, body: bytes, pricing: tuple[dict, ...] = (),
+               fallback_model: str | None = None) -> int:
+    """Micro-dollars to reserve before forwarding: input estimated from the body's size (no
+    tokenizer), plus max_tokens (or spend.default_max_tokens) at the model's output price."""
+    if spend.per_request_usd is not None:
+        return flat_price(spend, method).cost
+    doc: dict = {}
+    if body[:1] in (b"{", b"["):
+        try:
+            parsed = json.loads(body)
+            doc = parsed if isinstance(parsed, dict) else {}
+        except ValueError:
+            doc = {}
+    model = doc.get("model") or fallback_model
+    max_out = next((doc[k] for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+                    if isinstance(doc.get(k), int)), spend.default_max_tokens)
+    gen = doc.get("generationConfig") or {}
+    if isinstance(gen.get("maxOutputTokens"), int):
+        max_out = gen["maxOutputTokens"]
+    input_tokens = len(body) // 3 + 1  # generous: ~4 bytes a token in English
+    over = _override(pricing, spend.provider or "", model or "") if model else None
+    if over is not None:
+        return price_with_override(Usage(input_tokens=input_tokens, output_tokens=max_out), over)
+    prices = _model_prices(spend.provider or "", model) if model else None
+    if prices is None:
+        # An unknown model: price it as the provider's dearest known output, so a budget
+        # is never undercut by a model the price list hasn't heard of.
+        prices = dearest(spend.provider or "")
+    pin, pout = prices
+    return to_micros(input_tokens * pin + max_out * pout)
+
+
+_DEAREST: dict[str, tuple[Decimal, Decimal]] = {}
+
+
+def dearest(provider: str) -> tuple[Decimal, Decimal]:
+    """The highest input and output prices (USD per token) among a provider's models."""
+    if provider not in _DEAREST:
+        from genai_prices import data_snapshot
+
+        best_in, best_out = Decimal("0.00002"), Decimal("0.0001")  # $20 / $100 per MTok floor
+        try:
+            snap = data_snapshot.get_snapshot()
+            prov = next((p for p in snap.providers if p.id == provider), None)
+            for m in (prov.models if prov else []):
+                prices = m.prices if not isinstance(m.prices, list) else m.prices[-1].prices
+                pin = _price_value(getattr(prices, "input_mtok", 0)) / MICROS
+                pout = _price_value(getattr(prices, "output_mtok", 0)) / MICROS
+                best_in, best_out = max(best_in, pin), max(best_out, pout)
+        except Exception:
+            pass
+        _DEAREST[provider] = (best_in, best_out)
+    return _DEAREST[provider]
+
+
+class UsageStripper:
+    """Drops the usage-only chunk (`"choices": []` with `usage`) from an OpenAI stream whose
+    client didn't ask for it (bridge added `stream_options.include_usage` itself)."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def __call__(self, piece: bytes) -> bytes:
+        self._buf += piece
+        out = []
+        while (end := self._buf.find(b"\n\n")) >= 0:
+            event, self._buf = self._buf[: end + 2], self._buf[end + 2 :]
+            if not self._usage_only(event):
+                out.append(event)
+        return b"".join(out)
+
+    def rest(self) -> bytes:
+        """Whatever incomplete event is left at the end of the stream."""
+        rest, self._buf = self._buf, b""
+        return rest
+
+    @staticmethod
+    def _usage_only(event: bytes) -> bool:
+        for obj in sse_data(event.decode("utf-8", "replace")):
+            if isinstance(obj, dict) and obj.get("usage") and obj.get("choices") == []:
+                return True
+        return False
