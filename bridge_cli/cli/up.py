@@ -18,7 +18,7 @@ from bridge_cli.cli.settings import parse_listen_option, resolve_config
 from bridge_cli.config.loader import unenforced_keys
 from bridge_cli.config.model import Config, Control, Proxy
 from bridge_cli.engine.cache import ReplayMode
-from bridge_cli.engine.events import BreakerEvent, FlowEvent, NoticeEvent
+from bridge_cli.engine.events import BreakerEvent, BudgetEvent, FlowEvent, NoticeEvent
 from bridge_cli.engine.redact import redact_text
 from bridge_cli.errors import UsageError
 from bridge_cli.store import bridge_home
@@ -172,12 +172,25 @@ def _make_printer(quiet: bool):
                 f"{event.old} → [{style}]{event.new}[/{style}] ({escape(event.reason)})",
                 highlight=False)
             return
+        if isinstance(event, BudgetEvent):
+            verb = ("reached its alert threshold" if event.what == "alert" else
+                    "refused a request" if event.action == "block" else "was passed (warn only)")
+            err_console.print(
+                f"[yellow bold]budget[/yellow bold] {escape(event.scope)} {verb}: "
+                f"${event.committed_usd} of ${event.limit_usd}", highlight=False)
+            return
         if quiet or not isinstance(event, FlowEvent):
             return
         status = event.status if event.status is not None else "---"
         style = STATUS_STYLE.get((event.status or 500) // 100, "red")
         extra = f" [red]{escape(event.error)}[/red]" if event.error else ""
         tries = f" ×{event.attempts}" if event.attempts > 1 else ""
+        if event.cache in ("hit", "coalesced", "replay"):
+            tries += f" [cyan]{event.cache}[/cyan]"
+        if event.faults:
+            tries += f" [magenta]fault:{escape(','.join(event.faults))}[/magenta]"
+        if event.cost_usd and event.spend_status not in (None, "free", "saved"):
+            tries += f" ${event.cost_usd}"
         console.print(
             f"{event.method:6} {event.route or '-':14} {event.upstream or '-':16} "
             f"[{style}]{status}[/{style}] {event.duration_ms:7.1f}ms{tries}  {escape(event.url)}{extra}",
