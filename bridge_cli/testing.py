@@ -36,7 +36,8 @@ class InjectedFault:
     def hits(self) -> int:
         """How many tries this fault has hit (the last count seen once it is removed)."""
         try:
-            for f in self._client.faults()["faults"]:
+            data = self._client.faults()
+            for f in [*data.get("finished", ()), *data["faults"]]:
                 if f["name"] == self.name:
                     self._last_hits = f["hits"]
         except ControlError:

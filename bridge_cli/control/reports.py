@@ -70,4 +70,4 @@ def faults_report(bridge: Bridge) -> dict:
     """GET /api/v1/faults and `bridge chaos list --json`: active faults, hits, time left."""
     chaos = bridge.state.chaos
     return {"seed": chaos.seed, "allow_headers": bridge.state.config.chaos.allow_headers,
-            "faults": chaos.snapshot()}
+            "faults": chaos.snapshot(), "finished": chaos.finished_snapshot()}

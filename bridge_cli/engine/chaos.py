@@ -165,11 +165,15 @@ class Chaos:
         self.seed = seed
         self.clock = clock
         self.faults: dict[str, ActiveFault] = {}
+        # Faults that ran out (count or `for`): their last snapshot, so a test can still
+        # read the hits, and so a reload doesn't re-arm a finished config fault.
+        self.finished: dict[str, ActiveFault] = {}
 
     def add(self, fault: Fault, source: str = "api") -> ActiveFault:
         """Start applying `fault` (replacing one of the same name)."""
         active = ActiveFault(fault, self.clock(), source)
         self.faults[fault.name] = active
+        self.finished.pop(fault.name, None)
         return active
 
     def remove(self, name: str) -> bool:
@@ -187,13 +191,16 @@ class Chaos:
             if active.source == "config" and wanted.get(name) != active.fault:
                 del self.faults[name]
         for name, f in wanted.items():
-            if name not in self.faults:
+            done = self.finished.get(name)
+            if name not in self.faults and not (done is not None and done.fault == f):
                 self.add(f, "config")
 
     def _expire(self) -> None:
         now = self.clock()
         for name in [n for n, a in self.faults.items() if a.expired(now)]:
-            del self.faults[name]
+            self.finished[name] = self.faults.pop(name)
+        while len(self.finished) > 256:  # keep the newest few hundred
+            self.finished.pop(next(iter(self.finished)))
 
     def decide(self, stage: str, route: str, upstream: str | None, method: str, path: str,
                headers: dict[str, str], extra: Iterable[ActiveFault] = ()) -> Hit | None:
@@ -226,6 +233,12 @@ class Chaos:
         self._expire()
         now = self.clock()
         return [a.snapshot(now) for a in self.faults.values()]
+
+    def finished_snapshot(self) -> list[dict]:
+        """Faults that removed themselves (count reached, `for` over), with their final hits."""
+        self._expire()
+        now = self.clock()
+        return [{**a.snapshot(now), "remaining_s": 0.0} for a in self.finished.values()]
 
 
 # --- answers -------------------------------------------------------------------------------

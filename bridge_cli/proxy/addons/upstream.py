@@ -151,6 +151,8 @@ class UpstreamAddon:
             shaping = dataclasses.replace(shaping, corrupt=False)
             if shaping == Shaping():
                 shaping = None
+        if shaping is not None and shaping.slow_first_byte:
+            m["upstream_s"] += shaping.slow_first_byte  # the fault's wait, not bridge's overhead
         su = m.get("stream_usage")
         respond(flow, m, up, self.forwarder, Handoff(
             up, idle_timeout, shaping=shaping, raw_cut=bool(m.get("raw_cut")),
