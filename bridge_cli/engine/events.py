@@ -52,8 +52,13 @@ class FlowEvent:
     kind: str = field(default="flow", init=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (the flow log line and the control API's event)."""
-        return asdict(self)
+        """JSON-ready form (the flow log line and the control API's event). By hand, not
+        dataclasses.asdict: this runs once per request and asdict deep-copies."""
+        d = dict(self.__dict__)
+        d["tries"] = [dict(t.__dict__) for t in self.tries]
+        d["request_headers"] = [list(h) for h in self.request_headers]
+        d["faults"] = list(self.faults)
+        return d
 
 
 @dataclass(frozen=True)

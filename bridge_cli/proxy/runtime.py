@@ -25,7 +25,7 @@ from bridge_cli.config.model import Config, Listen
 from bridge_cli.engine.breaker import OPEN, Transition
 from bridge_cli.engine.cache import ReplayMode
 from bridge_cli.engine.chaos import Chaos
-from bridge_cli.engine.events import BreakerEvent, EventBus, NoticeEvent
+from bridge_cli.engine.events import BreakerEvent, EventBus, FlowEvent, NoticeEvent
 from bridge_cli.engine.resilience import Resilience
 from bridge_cli.errors import BridgeError, ConfigError, StartupError
 from bridge_cli.proxy.addons.cache import CacheAddon
@@ -247,7 +247,8 @@ class Bridge:
     # --- events ----------------------------------------------------------------------
     def _log_event(self, event) -> None:
         if self.flowlog is not None:
-            self.flowlog.write(event.to_dict())
+            # FlowEvents are built from redacted url and headers (proxy/addons/record.py).
+            self.flowlog.write(event.to_dict(), redacted=isinstance(event, FlowEvent))
 
     async def _flush_loop(self) -> None:
         while True:

@@ -102,10 +102,12 @@ class FlowLog:
             os.fchmod(self._fd, FILE_MODE)
         self._size = st.st_size
 
-    def write(self, record: dict[str, Any]) -> None:
-        """Buffer one record as a JSON line (url and headers redacted); never raises OSError."""
+    def write(self, record: dict[str, Any], *, redacted: bool = False) -> None:
+        """Buffer one record as a JSON line (url and headers redacted, unless the caller
+        built it from redacted values already: `redacted=True`); never raises OSError."""
         try:
-            line = json.dumps(_scrub(record), sort_keys=True, separators=(",", ":"), default=str)
+            line = json.dumps(record if redacted else _scrub(record), sort_keys=True,
+                              separators=(",", ":"), default=str)
         except (TypeError, ValueError) as e:  # a caller's bug must not take the proxy down
             log.warning("flow log %s: dropped a record that is not JSON: %s", self.path, e)
             return

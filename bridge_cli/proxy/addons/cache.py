@@ -85,6 +85,8 @@ class CacheAddon:
             return
         if m.get("header_faults"):
             return  # a faulted request is never answered from, or kept in, the cache
+        if route.cache is None and not self.mode.record and not self.mode.offline:
+            return
         path, query = split_path(flow.request.path)
         headers = {k.lower(): v for k, v in flow.request.headers.items()}
         is_proxy = not flow.client_conn.proxy_mode.full_spec.startswith("reverse:")
