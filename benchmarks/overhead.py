@@ -7,12 +7,16 @@ requests/s at 16 keep-alive connections and p50/p99 latency at one connection. P
 table and bridge's ratios to mitmdump (the figure of merit: absolute numbers depend on the
 machine). A report, not a test: it exits 0 whether or not the targets are met.
 
-    python benchmarks/overhead.py [--duration 10] [--requests 2000] [--rounds 1] [--json]
+    python benchmarks/overhead.py [--duration 10] [--requests 2000] [--json]
 
-Load generator: `wrk` when it is on PATH (--generator builtin to force the other), else a
-built-in one (asyncio over raw keep-alive sockets for c16, a blocking socket for c1) in a
-separate process. Traffic goes to 127.0.0.1 only; every process started is stopped at the
-end, on Ctrl-C and on errors too. To add a configuration, add a Target to TARGETS.
+Targets are measured interleaved, so that a machine shared with other work slows them
+alike: the c16 load runs in slices (mitmdump, bridge, mitmdump, bridge, ...) and the c1
+requests go in small blocks to each target in turn. Throughput load generator: `wrk` when
+it is on PATH (--generator builtin forces the other), else a built-in asyncio one over raw
+keep-alive sockets; c1 latency always uses a built-in blocking-socket client (it alone can
+interleave targets and send exactly --requests). Generators run in processes of their own.
+Traffic goes to 127.0.0.1 only; every process started is stopped at the end, on Ctrl-C
+and on errors too. To add a configuration, add a Target to TARGETS.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,6 +48,7 @@ TARGET_THROUGHPUT_RATIO = 0.90  # bridge req/s >= 90% of mitmdump's
 TARGET_P50_DELTA_MS = 0.3  # bridge p50 <= mitmdump p50 + 0.3 ms
 HEADROOM = 3.0  # the upstream alone should serve at least this many times the fastest proxy
 START_TIMEOUT = 30.0  # seconds for any process to come up
+BUSY = 0.25  # share of all CPUs busy before the run above which the report warns
 
 
 # --- the processes a run starts ----------------------------------------------------------
@@ -54,6 +60,7 @@ class Run:
 
     tmp: Path
     upstream_port: int = 0
+    upstream_pid: int = 0
     procs: list[tuple[str, subprocess.Popen]] = field(default_factory=list)
 
     def spawn(self, name: str, argv: list[str], env: dict | None = None) -> subprocess.Popen:
@@ -123,23 +130,24 @@ def start_upstream(run: Run) -> None:
     port_file = run.tmp / "upstream.port"
     p = run.spawn("upstream", [sys.executable, __file__, "_upstream", str(port_file)])
     run.upstream_port = run.wait_for("upstream", p, lambda: int(port_file.read_text()))
+    run.upstream_pid = p.pid
 
 
-# --- targets: (name, how to start it -> its base URL, what it is) -------------------------
+# --- targets: (name, how to start it -> its base URL and pid, what it is) -----------------
 
 
 @dataclass(frozen=True)
 class Target:
     name: str
-    start: Callable[[Run], str]
+    start: Callable[[Run], tuple[str, int]]  # base URL, pid of the process doing the work
     about: str
 
 
-def upstream_direct(run: Run) -> str:
-    return f"http://{HOST}:{run.upstream_port}"
+def upstream_direct(run: Run) -> tuple[str, int]:
+    return f"http://{HOST}:{run.upstream_port}", run.upstream_pid
 
 
-def mitmdump(run: Run) -> str:
+def mitmdump(run: Run) -> tuple[str, int]:
     exe = Path(sys.executable).parent / "mitmdump"
     exe = str(exe) if exe.exists() else shutil.which("mitmdump")
     if not exe:
@@ -151,14 +159,14 @@ def mitmdump(run: Run) -> str:
         exe, "-q", "--mode", f"reverse:http://{HOST}:{run.upstream_port}@{HOST}:{port}",
         "--set", "connection_strategy=lazy", "--set", f"confdir={confdir}"])
     run.wait_for("mitmdump", p, lambda: accepts(port))
-    return f"http://{HOST}:{port}"
+    return f"http://{HOST}:{port}", p.pid
 
 
-def bridge(route_extra: dict | None = None, name: str = "bridge") -> Callable[[Run], str]:
+def bridge(route_extra: dict | None = None, name: str = "bridge") -> Callable[[Run], tuple[str, int]]:
     """`bridge up` with one reverse route to the upstream; `route_extra` adds route keys
     (retry, breaker, cache, ...) for the configurations later issues benchmark."""
 
-    def start(run: Run) -> str:
+    def start(run: Run) -> tuple[str, int]:
         home = run.tmp / f"{name}-home"
         home.mkdir(mode=0o700)
         route = {"name": "bench", "listen": f"{HOST}:0",
@@ -179,7 +187,7 @@ def bridge(route_extra: dict | None = None, name: str = "bridge") -> Callable[[R
             return next((f"http://{x['address']}" for x in status["listeners"]
                          if x["kind"] == "reverse" and x["name"] == "bench"), None)
 
-        return run.wait_for(name, p, ready)
+        return run.wait_for(name, p, ready), p.pid
 
     return start
 
@@ -188,6 +196,11 @@ TARGETS = [
     Target("upstream", upstream_direct, "the upstream alone: must be far above the proxies"),
     Target(BASELINE, mitmdump, "bare mitmdump, reverse mode, connection_strategy=lazy"),
     Target("bridge", bridge(), "bridge up, one reverse route, no policies"),
+    Target("resilient", bridge({
+        "retry": {"attempts": 3, "backoff": {"initial": "100ms", "max": "2s"}},
+        "breaker": {"failure_rate": "50%", "window": 20, "min_calls": 5, "open_for": "30s"},
+        "timeout": {"connect": "2s", "total": "30s"},
+    }, name="resilient"), "bridge with retries and a breaker configured, none firing"),
 ]
 
 
@@ -203,41 +216,54 @@ def wrk_version(exe: str) -> str:
 WRK_DONE = r"""
 function done(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format('BENCH {"requests":%d,"seconds":%.6f,"p50_ms":%.4f,"p99_ms":%.4f,'
-    .. '"bad_status":%d,"errors":%d}\n', summary.requests, summary.duration / 1e6,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, e.status,
-    e.connect + e.read + e.write + e.timeout))
-end
-"""
-WRK_STOP_AFTER = """
-local limit, count = %d, 0
-function response(status, headers, body)
-  count = count + 1
-  if count >= limit then wrk.thread:stop() end
+  io.write(string.format('BENCH {"requests":%d,"seconds":%.6f,"bad_status":%d,"errors":%d}\n',
+    summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout))
 end
 """
 
 
-def measure(gen: str, url: str, conns: int, *, seconds: float = 0, requests: int = 0,
-            tmp: Path) -> dict:
-    """One measurement: `seconds` of load at `conns` connections, or `requests` at one."""
-    cap = seconds + 30 if seconds else 120  # bounded whatever the target does
+def load_c16(gen: str, url: str, seconds: float, tmp: Path) -> dict:
+    """`seconds` of load at 16 keep-alive connections: {requests, seconds, bad_status, errors}."""
     if gen == "builtin":
-        spec = json.dumps({"url": url + PATH, "conns": conns, "seconds": seconds, "requests": requests})
-        out = subprocess.run([sys.executable, __file__, "_load", spec], capture_output=True,
-                             text=True, timeout=cap)
-        if out.returncode != 0:
-            raise RuntimeError(f"load generator failed: {out.stderr.strip()[-2000:]}")
-        return json.loads(out.stdout)
-    script = tmp / f"wrk-{requests}.lua"
-    script.write_text((WRK_STOP_AFTER % requests if requests else "") + WRK_DONE)
-    argv = [gen, "-t1", f"-c{conns}", f"-d{math.ceil(seconds) if seconds else 110}s",
-            "--timeout", "10s", "-s", str(script), url + PATH]
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=cap)
-    line = next((x for x in out.stdout.splitlines() if x.startswith("BENCH ")), None)
+        return _generator({"mode": "c16", "url": url + PATH, "conns": 16, "seconds": seconds},
+                          timeout=seconds + 30)
+    script = tmp / "wrk-report.lua"
+    script.write_text(WRK_DONE)
+    argv = [gen, "-t1", "-c16", f"-d{max(1, round(seconds))}s", "--timeout", "10s",
+            "-s", str(script), url + PATH]
+    _, out, err = capture(argv, timeout=seconds + 30)
+    line = next((x for x in out.splitlines() if x.startswith("BENCH ")), None)
     if line is None:
-        raise RuntimeError(f"wrk failed: {out.stdout[-1000:]}{out.stderr[-1000:]}")
+        raise RuntimeError(f"wrk failed: {out[-1000:]}{err[-1000:]}")
     return json.loads(line[6:])
+
+
+def latency_c1(urls: dict[str, str], requests: int, block: int) -> dict[str, dict]:
+    """`requests` to each target over one keep-alive connection each, one request at a
+    time, `block` to one target then `block` to the next: {name: {p50_ms, p99_ms, ...}}."""
+    spec = {"mode": "c1", "urls": {n: u + PATH for n, u in urls.items()},
+            "requests": requests, "block": block}
+    return _generator(spec, timeout=30 + requests * len(urls) * 0.05)
+
+
+def _generator(spec: dict, timeout: float) -> dict:
+    rc, out, err = capture([sys.executable, __file__, "_load", json.dumps(spec)], timeout)
+    if rc != 0:
+        raise RuntimeError(f"load generator failed: {err.strip()[-2000:]}")
+    return json.loads(out)
+
+
+def capture(argv: list[str], timeout: float) -> tuple[int, str, str]:
+    """Run a load generator to its end (killed and reaped on timeout, Ctrl-C or error)."""
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = p.communicate(timeout=timeout)
+        return p.returncode, out, err
+    finally:
+        if p.poll() is None:
+            p.kill()
+        p.communicate()
 
 
 def _content_length(head: bytes) -> int:
@@ -248,42 +274,63 @@ def _content_length(head: bytes) -> int:
     return int(head[i + 17:end if end >= 0 else None])
 
 
-def _load_main(spec: dict) -> dict:
+def _request_bytes(url: str) -> tuple[str, int, bytes]:
     from urllib.parse import urlsplit
 
-    u = urlsplit(spec["url"])
-    req = f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nAccept: */*\r\n\r\n".encode()
-    if spec["requests"]:
-        return _latency(u.hostname, u.port, req, spec["requests"])
-    return asyncio.run(_throughput(u.hostname, u.port, req, spec["conns"], spec["seconds"]))
+    u = urlsplit(url)
+    return u.hostname, u.port, f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nAccept: */*\r\n\r\n".encode()
 
 
-def _latency(host: str, port: int, req: bytes, n: int) -> dict:
-    """n requests, one at a time, over one blocking keep-alive socket."""
-    s = socket.create_connection((host, port), timeout=10)
-    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    lat, bad, buf = [], 0, b""
-    started = time.perf_counter()
-    for _ in range(n):
+def _load_main(spec: dict) -> dict:
+    if spec["mode"] == "c1":
+        return _latency(spec["urls"], spec["requests"], spec["block"])
+    return asyncio.run(_throughput(*_request_bytes(spec["url"]), spec["conns"], spec["seconds"]))
+
+
+class _Client:
+    """One blocking keep-alive connection; `get()` -> (seconds, status line ok)."""
+
+    def __init__(self, url: str) -> None:
+        host, port, self.req = _request_bytes(url)
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.buf = b""
+
+    def get(self) -> tuple[float, bool]:
         t0 = time.perf_counter()
-        s.sendall(req)
+        self.sock.sendall(self.req)
+        buf = self.buf
         while True:
             end = buf.find(b"\r\n\r\n")
             if end >= 0:
                 total = end + 4 + _content_length(buf[:end + 2])
                 if len(buf) >= total:
                     break
-            chunk = s.recv(65536)
+            chunk = self.sock.recv(65536)
             if not chunk:
                 raise ConnectionError("the target closed the connection")
             buf += chunk
-        lat.append(time.perf_counter() - t0)
-        bad += buf[9:12] != b"200"
-        buf = buf[total:]
-    s.close()
-    lat.sort()
-    return {"requests": n, "seconds": time.perf_counter() - started, "bad_status": bad, "errors": 0,
-            "p50_ms": lat[(n - 1) // 2] * 1000, "p99_ms": lat[math.ceil(0.99 * n) - 1] * 1000}
+        elapsed = time.perf_counter() - t0
+        self.buf = buf[total:]
+        return elapsed, buf[9:12] == b"200"
+
+
+def _latency(urls: dict[str, str], n: int, block: int) -> dict[str, dict]:
+    clients = {name: _Client(url) for name, url in urls.items()}
+    lat: dict[str, list[float]] = {name: [] for name in urls}
+    bad = dict.fromkeys(urls, 0)
+    for start in range(0, n, block):
+        for name, client in clients.items():
+            for _ in range(min(block, n - start)):
+                seconds, ok = client.get()
+                lat[name].append(seconds)
+                bad[name] += not ok
+    out = {}
+    for name, values in lat.items():
+        values.sort()
+        out[name] = {"requests": n, "bad_status": bad[name], "p50_ms": values[(n - 1) // 2] * 1000,
+                     "p99_ms": values[math.ceil(0.99 * n) - 1] * 1000}
+    return out
 
 
 async def _throughput(host: str, port: int, req: bytes, conns: int, seconds: float) -> dict:
@@ -306,9 +353,8 @@ async def _throughput(host: str, port: int, req: bytes, conns: int, seconds: flo
 
     started = time.perf_counter()
     await asyncio.wait_for(asyncio.gather(*(drive(r, w) for r, w in streams)), seconds + 20)
-    done = counts["ok"] + counts["bad"]
-    return {"requests": done, "seconds": time.perf_counter() - started,
-            "bad_status": counts["bad"], "errors": counts["errors"], "p50_ms": None, "p99_ms": None}
+    return {"requests": counts["ok"] + counts["bad"], "seconds": time.perf_counter() - started,
+            "bad_status": counts["bad"], "errors": counts["errors"]}
 
 
 # --- the upstream: a minimal HTTP/1.1 keep-alive server, one fixed JSON answer ------------
@@ -352,109 +398,175 @@ async def _upstream_main(port_file: str) -> None:
 # --- the run ------------------------------------------------------------------------------
 
 
-def bench_target(gen: str, url: str, args, tmp: Path) -> dict:
-    with urllib.request.urlopen(url + PATH, timeout=5) as r:  # a misrouted 502 would be fast
-        if r.status != 200 or r.read() != BODY:
-            raise RuntimeError(f"{url}{PATH} did not return the upstream's body")
-    measure(gen, url, 16, seconds=args.warmup, tmp=tmp)
-    tput = measure(gen, url, 16, seconds=args.duration, tmp=tmp)
-    lat = measure(gen, url, 1, requests=args.requests, tmp=tmp)
-    return {"rps_c16": tput["requests"] / tput["seconds"], "p50_ms_c1": lat["p50_ms"],
-            "p99_ms_c1": lat["p99_ms"], "latency_requests": lat["requests"],
-            "bad_status": tput["bad_status"] + lat["bad_status"],
-            "errors": tput["errors"] + lat["errors"]}
+def cpu_busy(seconds: float = 1.0) -> float | None:
+    """Share of all CPUs busy over `seconds` before anything starts (Linux), else None."""
+    def sample() -> list[int]:
+        with open("/proc/stat") as f:
+            return [int(x) for x in f.readline().split()[1:]]
+
+    try:
+        a = sample()
+        time.sleep(seconds)
+        b = sample()
+    except (OSError, ValueError):
+        return None
+    d = [y - x for x, y in zip(a, b, strict=True)]
+    idle = d[3] + (d[4] if len(d) > 4 else 0)  # idle + iowait
+    return 1 - idle / sum(d) if sum(d) else None
 
 
-def median_of(rounds: list[dict]) -> dict:
-    out = {k: sorted(r[k] for r in rounds)[(len(rounds) - 1) // 2] for k in ("rps_c16", "p50_ms_c1", "p99_ms_c1")}
-    out.update(bad_status=sum(r["bad_status"] for r in rounds), errors=sum(r["errors"] for r in rounds))
-    if len(rounds) > 1:
-        out["rounds_rps_c16"] = [round(r["rps_c16"], 1) for r in rounds]
-    return out
+def check_answers(url: str) -> None:
+    """A misrouted fast 502 would flatter every figure: the target must return the body."""
+    try:
+        with urllib.request.urlopen(url + PATH, timeout=5) as r:
+            status, body = r.status, r.read()
+    except urllib.error.HTTPError as e:
+        status, body = e.code, e.read()
+    if status != 200 or body != BODY:
+        raise RuntimeError(f"{url}{PATH} answered {status} {body[:300]!r}, not the upstream's body")
 
 
-def report(args, gen_label: str, results: dict[str, dict]) -> dict:
-    base = results[BASELINE]
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system, all threads) the process has used so far (Linux), else None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def measure_all(gen: str, targets: dict[str, tuple[str, int]], args, tmp: Path) -> tuple[dict, dict]:
+    """Warm every target up, then c16 in interleaved slices and c1 in interleaved blocks."""
+    for name, (url, _) in targets.items():
+        check_answers(url)
+        print(f"warming up {name} at {url}", file=sys.stderr)
+        load_c16(gen, url, args.warmup, tmp)
+    slices = {name: [] for name in targets}
+    for i in range(args.slices):
+        print(f"c16 slice {i + 1}/{args.slices}", file=sys.stderr)
+        for name, (url, pid) in targets.items():
+            before = cpu_seconds(pid)
+            r = load_c16(gen, url, args.duration / args.slices, tmp)
+            after = cpu_seconds(pid)
+            r["cpu_s"] = None if before is None or after is None else after - before
+            slices[name].append(r)
+    print(f"c1: {args.requests} requests to each target, interleaved", file=sys.stderr)
+    return slices, latency_c1({n: u for n, (u, _) in targets.items()}, args.requests, block=50)
+
+
+def report(args, gen_label: str, slices: dict[str, list[dict]], lat: dict[str, dict],
+           busy: float | None) -> dict:
+    def rate(rs: list[dict]) -> float:
+        return sum(r["requests"] for r in rs) / sum(r["seconds"] for r in rs)
+
+    def cpu_ms(rs: list[dict]) -> float | None:  # CPU the target's process spent per request
+        if any(r["cpu_s"] is None for r in rs):
+            return None
+        return 1000 * sum(r["cpu_s"] for r in rs) / max(1, sum(r["requests"] for r in rs))
+
+    targets = [{"name": name, "rps_c16": round(rate(rs), 1),
+                "cpu_ms_per_request_c16": None if cpu_ms(rs) is None else round(cpu_ms(rs), 3),
+                "p50_ms_c1": round(lat[name]["p50_ms"], 3), "p99_ms_c1": round(lat[name]["p99_ms"], 3),
+                "bad_status": sum(r["bad_status"] for r in rs) + lat[name]["bad_status"],
+                "errors": sum(r["errors"] for r in rs)} for name, rs in slices.items()]
+    base = slices[BASELINE]
     comparisons = []
-    for name, r in results.items():
+    for name, rs in slices.items():
         if name in ("upstream", BASELINE):
             continue
-        ratio = r["rps_c16"] / base["rps_c16"]
-        delta = r["p50_ms_c1"] - base["p50_ms_c1"]
+        ratio = rate(rs) / rate(base)
+        delta = lat[name]["p50_ms"] - lat[BASELINE]["p50_ms"]
         comparisons.append({
             "target": name, "baseline": BASELINE,
             "throughput_ratio": round(ratio, 3), "throughput_target": TARGET_THROUGHPUT_RATIO,
             "throughput_pass": ratio >= TARGET_THROUGHPUT_RATIO,
+            # each slice against the baseline's slice of the same round: the spread within the run
+            "throughput_ratio_slices": [round(rate([r]) / rate([b]), 3) for r, b in zip(rs, base, strict=True)],
             "p50_delta_ms": round(delta, 3), "p50_delta_target_ms": TARGET_P50_DELTA_MS,
-            "p50_pass": delta <= TARGET_P50_DELTA_MS})
-    fastest_proxy = max(r["rps_c16"] for n, r in results.items() if n != "upstream")
+            "p50_pass": delta <= TARGET_P50_DELTA_MS,
+            # CPU per request, target over baseline: steadier than req/s when other work
+            # takes CPU time from the proxies (informational, no target)
+            "cpu_per_request_ratio": None if cpu_ms(rs) is None or not cpu_ms(base)
+            else round(cpu_ms(rs) / cpu_ms(base), 3)})
+    by_name = {t["name"]: t for t in targets}
+    fastest_proxy = max(t["rps_c16"] for t in targets if t["name"] != "upstream")
     return {
         "generator": gen_label, "cpus": os.cpu_count(), "python": platform.python_version(),
-        "duration_s": args.duration, "latency_requests": args.requests, "rounds": args.rounds,
+        "cpu_busy_before": None if busy is None else round(busy, 2), "duration_s": args.duration,
+        "slices": args.slices, "latency_requests": args.requests,
         "note": "absolute numbers are machine-bound; the ratios are the figure of merit",
-        "upstream_headroom": round(results["upstream"]["rps_c16"] / fastest_proxy, 1),
-        "targets": [{"name": n, **{k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()}}
-                    for n, r in results.items()],
+        "upstream_headroom": round(by_name["upstream"]["rps_c16"] / fastest_proxy, 1),
+        "targets": targets,
         "comparisons": comparisons,
     }
 
 
 def print_table(doc: dict) -> None:
-    print(f"\nbridge overhead benchmark: load generator {doc['generator']}, {doc['cpus']} CPU(s), "
-          f"Python {doc['python']}, {doc['duration_s']:g} s @c16, {doc['latency_requests']} requests @c1"
-          + (f", median of {doc['rounds']} rounds" if doc["rounds"] > 1 else ""))
+    print(f"\nbridge overhead benchmark: {doc['cpus']} CPU(s), Python {doc['python']}; "
+          f"c16: {doc['generator']}, {doc['duration_s']:g} s per target in {doc['slices']} "
+          f"interleaved slices; c1: {doc['latency_requests']} requests per target, interleaved")
     print("absolute numbers are machine-bound: the ratios below are the figure of merit\n")
-    print(f"{'target':<12}{'req/s @c16':>12}{'p50 ms @c1':>12}{'p99 ms @c1':>12}")
+    print(f"{'target':<12}{'req/s @c16':>12}{'CPU ms/req':>12}{'p50 ms @c1':>12}{'p99 ms @c1':>12}")
     for t in doc["targets"]:
-        flag = "  (non-200/errors: %d/%d)" % (t["bad_status"], t["errors"]) if t["bad_status"] or t["errors"] else ""
-        print(f"{t['name']:<12}{t['rps_c16']:>12,.0f}{t['p50_ms_c1']:>12.3f}{t['p99_ms_c1']:>12.3f}{flag}")
+        bad = t["bad_status"] or t["errors"]
+        flag = f"  (non-200: {t['bad_status']}, errors: {t['errors']})" if bad else ""
+        cpu = "-" if t["cpu_ms_per_request_c16"] is None else f"{t['cpu_ms_per_request_c16']:.3f}"
+        print(f"{t['name']:<12}{t['rps_c16']:>12,.0f}{cpu:>12}{t['p50_ms_c1']:>12.3f}"
+              f"{t['p99_ms_c1']:>12.3f}{flag}")
+    if (doc["cpu_busy_before"] or 0) > BUSY:
+        print(f"\nwarning: {doc['cpu_busy_before']:.0%} of the CPUs were busy with other work before "
+              "the run: figures are noisier (the interleaving keeps the comparison paired)")
     if doc["upstream_headroom"] < HEADROOM:
         print(f"\nwarning: the upstream alone is only {doc['upstream_headroom']}x the fastest proxy; "
               "it may be limiting the proxies' figures")
     print()
     for c in doc["comparisons"]:
+        sl = c["throughput_ratio_slices"]
         print(f"{c['target']} / {c['baseline']} throughput: {c['throughput_ratio']:.3f}  "
-              f"(target >= {c['throughput_target']:.2f})  {'PASS' if c['throughput_pass'] else 'MISS'}")
+              f"(target >= {c['throughput_target']:.2f})  {'PASS' if c['throughput_pass'] else 'MISS'}"
+              f"   slices {min(sl):.2f}..{max(sl):.2f}")
         print(f"{c['target']} - {c['baseline']} p50:        {c['p50_delta_ms']:+.3f} ms  "
               f"(target <= +{c['p50_delta_target_ms']:.1f} ms)  {'PASS' if c['p50_pass'] else 'MISS'}")
+        if c["cpu_per_request_ratio"] is not None:
+            print(f"{c['target']} / {c['baseline']} CPU per request: {c['cpu_per_request_ratio']:.3f}"
+                  "  (informational: steadier than req/s on a busy machine)")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--duration", type=float, default=10.0, help="seconds of load at c16 (default 10)")
-    ap.add_argument("--requests", type=int, default=2000, help="requests at c1 for latency (default 2000)")
+    ap.add_argument("--duration", type=float, default=10.0, help="seconds of c16 load per target (default 10)")
+    ap.add_argument("--requests", type=int, default=2000, help="c1 requests per target (default 2000)")
     ap.add_argument("--warmup", type=float, default=2.0, help="seconds of c16 load before measuring (default 2)")
-    ap.add_argument("--rounds", type=int, default=1, help="measure every target N times, interleaved; report medians")
-    ap.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto")
+    ap.add_argument("--slices", type=int, default=5, help="c16 load per target in N interleaved slices (default 5)")
+    ap.add_argument("--generator", choices=("auto", "wrk", "builtin"), default="auto",
+                    help="c16 load generator (default: wrk when on PATH)")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     args = ap.parse_args()
-    if args.duration < 1 or args.requests < 100 or args.rounds < 1 or args.warmup < 1:
-        ap.error("need --duration >= 1, --warmup >= 1, --requests >= 100, --rounds >= 1")
+    if args.requests < 100 or args.warmup < 1 or args.slices < 1 or args.duration < args.slices:
+        ap.error("need --requests >= 100, --warmup >= 1, --slices >= 1, --duration >= --slices")
 
     wrk = shutil.which("wrk")
     if args.generator == "wrk" and not wrk:
         ap.error("--generator wrk: wrk is not on PATH")
     gen = wrk if wrk and args.generator != "builtin" else "builtin"
-    gen_label = f"{wrk_version(wrk)} (-t1)" if gen != "builtin" else "built-in (asyncio c16, blocking socket c1)"
+    gen_label = f"{wrk_version(wrk)} -t1" if gen != "builtin" else "built-in asyncio generator"
 
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    busy = cpu_busy()
     with tempfile.TemporaryDirectory(prefix="bridge-bench-") as tmp:
         run = Run(Path(tmp))
         try:
             start_upstream(run)
-            urls = {}
+            targets = {}
             for t in TARGETS:
                 print(f"starting {t.name}: {t.about}", file=sys.stderr)
-                urls[t.name] = t.start(run)
-            rounds: dict[str, list[dict]] = {t.name: [] for t in TARGETS}
-            for i in range(args.rounds):
-                for t in TARGETS:
-                    print(f"round {i + 1}/{args.rounds}: {t.name} at {urls[t.name]}", file=sys.stderr)
-                    rounds[t.name].append(bench_target(gen, urls[t.name], args, run.tmp))
+                targets[t.name] = t.start(run)
+            slices, lat = measure_all(gen, targets, args, run.tmp)
         except KeyboardInterrupt:
             print("interrupted: stopping everything", file=sys.stderr)
             return 130
@@ -464,7 +576,7 @@ def main() -> int:
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip the stop
             run.stop()
-    doc = report(args, gen_label, {n: median_of(r) for n, r in rounds.items()})
+    doc = report(args, gen_label, slices, lat, busy)
     if args.json:
         print(json.dumps(doc, indent=2))
     else:

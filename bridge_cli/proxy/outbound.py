@@ -116,11 +116,15 @@ def wants_stream(status: int, headers: aiohttp.typedefs.LooseHeaders) -> bool:
     return length is not None and length.isdigit() and int(length) > BUFFER_LIMIT
 
 
+# Alt-Svc would send a client to the upstream's own HTTP/3 endpoint, around bridge.
+_RESPONSE_SKIP = HOP_BY_HOP | {"alt-svc"}
+
+
 def _response_headers(raw: aiohttp.ClientResponse) -> list[tuple[str, str]]:
     out = []
     for k, v in raw.raw_headers:
         name = k.decode("latin-1")
-        if name.lower() in HOP_BY_HOP:
+        if name.lower() in _RESPONSE_SKIP:
             continue
         out.append((name, v.decode("latin-1")))
     return out

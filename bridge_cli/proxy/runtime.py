@@ -8,6 +8,7 @@ config watcher.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -153,6 +154,10 @@ class Bridge:
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="bridge-flush"))
         if self.watch and self.config_path is not None:
             self._tasks.append(asyncio.create_task(self._watch_loop(), name="bridge-watch"))
+        # The ~100k objects of start-up live as long as bridge does: move them out of the
+        # collector's way, so a full collection pauses requests for ms, not ~80 ms.
+        gc.collect()
+        gc.freeze()
 
     async def _start_master(self, plans: list[ListenerPlan]) -> None:
         confdir = mitmproxy_confdir(self.home)
