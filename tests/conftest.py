@@ -178,7 +178,8 @@ def start_bridge(tmp_path, bridge_home):
     lt = LoopThread("bridge")
     running: list[RunningBridge] = []
 
-    def start(config_text: str, *, watch: bool = False, name: str = "bridge.yaml") -> RunningBridge:
+    def start(config_text: str, *, watch: bool = False, name: str = "bridge.yaml",
+              replay=None) -> RunningBridge:
         from bridge_cli.proxy.runtime import Bridge
         from bridge_cli.store import bridge_home as home_of
 
@@ -188,7 +189,7 @@ def start_bridge(tmp_path, bridge_home):
         home = home_of()
 
         async def make():
-            return Bridge(config, home, config_path=path, watch=watch)
+            return Bridge(config, home, config_path=path, watch=watch, replay=replay)
 
         b = lt.run(make())
         rb = RunningBridge(b, lt, home, path)

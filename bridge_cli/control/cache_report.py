@@ -76,6 +76,8 @@ def cache_clear(stores: ResponseStores, *, namespace: str | None = None, route: 
     """Remove the selected entries; how many were removed, per store."""
     removed = []
     for kind, name, es in _stores(stores, namespace, cassette):
+        if route is not None and cassette is None and kind == "cassette":
+            continue  # --route clears a route's cache; recordings go only with --cassette
         if route is None:
             n = es.clear()
         else:

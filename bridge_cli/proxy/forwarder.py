@@ -67,7 +67,9 @@ class Forwarder:
     async def start(self) -> int:
         app = web.Application()
         app.router.add_route("*", PATH_PREFIX + "{token}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # shutdown_timeout: at stop, streams still open are cut after this, not 60 s later
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
         await site.start()
@@ -106,12 +108,15 @@ class Forwarder:
         for k, v in up.headers:
             if k.lower() != "content-length":
                 out.headers.add(k, v)
+        captured: list[tuple[float, bytes]] | None = [] if handoff.capture else None
+        pieces = None
+        draining = False
+        t0 = time.monotonic()
         try:
             if shaping.slow_first_byte:
                 await asyncio.sleep(shaping.slow_first_byte)
             await out.prepare(request)
             t0 = time.monotonic()
-            captured: list[tuple[float, bytes]] | None = [] if handoff.capture else None
             length = len(up.body) if up.body is not None else _declared_length(up.headers)
             limit = shaping.truncate_at(length)
             pieces = _replay(handoff) if handoff.events is not None else _chunks(handoff)
@@ -149,16 +154,25 @@ class Forwarder:
             handoff.outcome = "idle_timeout"
             await self._end_broken(out, handoff, "upstream_timeout",
                                    f"upstream sent nothing for {handoff.idle_timeout:g}s")
-        except (ConnectionResetError, asyncio.CancelledError):
+        except (ConnectionResetError, asyncio.CancelledError) as gone:
             handoff.outcome = "client_gone"
-            raise
+            if captured is not None and pieces is not None:
+                # An SDK closes the stream once it has read `[DONE]`; the upstream's answer
+                # may still be complete: read it to the end (in a task of its own, as this
+                # one may be cancelled) so it can be kept.
+                draining = True
+                asyncio.ensure_future(_drain(pieces, handoff, captured, t0))
+            if isinstance(gone, asyncio.CancelledError):
+                raise
+            return out  # the client left: nothing to tell it, nothing to log
         except Exception as e:  # upstream cut mid-body
             handoff.outcome = "cut"
             await self._end_broken(out, handoff, "upstream_reset", f"upstream stream broke: {e}")
         finally:
-            if up.raw is not None:
-                up.raw.close()
-            handoff.done.set()
+            if not draining:
+                if up.raw is not None:
+                    up.raw.close()
+                handoff.done.set()
         return out
 
     async def _end_broken(self, out: web.StreamResponse, handoff: Handoff, kind: str,
@@ -208,6 +222,29 @@ async def _chunks(handoff: Handoff):
         if not chunk:
             return
         yield chunk
+
+
+async def _drain(pieces, handoff: Handoff, captured: list, t0: float) -> None:
+    """Read what is left of the upstream after the client left; keep it if it completes."""
+    try:
+        async for piece in pieces:
+            if piece is _CUT:
+                return
+            if handoff.observe is not None:
+                handoff.observe(piece)
+            if handoff.transform is not None:
+                piece = handoff.transform(piece)
+            captured.append((time.monotonic() - t0, piece))
+        if handoff.transform is not None:
+            captured.append((time.monotonic() - t0, handoff.transform.rest()))
+        handoff.outcome = "complete"
+        handoff.capture(captured)
+    except Exception:
+        log.debug("a stream whose client left did not complete", exc_info=True)
+    finally:
+        if handoff.response.raw is not None:
+            handoff.response.raw.close()
+        handoff.done.set()
 
 
 async def _replay(handoff: Handoff):

@@ -252,7 +252,11 @@ class DiskStore:
 def open_cache_store(directory: Path, size_limit: int = 2**30) -> DiskStore:
     """A response cache or a cassette: a directory of its own, LRU-evicted at size_limit
     bytes, so cached bodies never evict spend or breaker state."""
-    return DiskStore(directory, size_limit=size_limit, eviction_policy="least-recently-used")
+    # Least-recently-STORED: an entry and its summary are written together, so they are
+    # evicted together; and a hit stays a pure read. Least-recently-used writes the access
+    # time on every hit (measured p99 2-4 ms at 100k entries) and evicts the summaries of
+    # popular entries first, leaving entries that `ls` and `clear` can't see.
+    return DiskStore(directory, size_limit=size_limit, eviction_policy="least-recently-stored")
 
 
 def open_store(url: str | None, home: Path) -> Store:

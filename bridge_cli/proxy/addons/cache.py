@@ -101,29 +101,32 @@ class CacheAddon:
             pending.cache_parts = key_parts(view, cache)
             pending.cache_key = key_of(pending.cache_parts)
             m["cache"] = "refresh"  # stays so when the client asked for a refetch
+        if self.mode.records(route.name) or self.mode.offline:
+            pending.record_parts = key_parts(view, cache or RECORD_ALL, credentials=False)
+            pending.record_key = key_of(pending.record_parts)
         if cache is not None and policy.lookup:
             m["cache"] = "miss"
             entry = await self._lookup(cache, view, pending.cache_key, stale_ok=self.mode.offline)
             if entry is not None:
+                if pending.record_key and self.mode.records(route.name):
+                    self._record_hit(entry, pending)  # --record keeps hits too
                 self._serve(flow, m, entry, "hit", route)
                 return
             key = pending.cache_key
             if key in self.inflight:  # an identical request is on its way: share its answer
                 try:
-                    shared = await asyncio.wait_for(asyncio.shield(self.inflight[key]),
-                                                    COALESCE_WAIT)
+                    shared, leader_headers = await asyncio.wait_for(
+                        asyncio.shield(self.inflight[key]), COALESCE_WAIT)
                 except TimeoutError:
-                    shared = None
-                if shared is not None and flow.live:
+                    shared, leader_headers = None, {}
+                if shared is not None and flow.live and _same_variant(shared, leader_headers,
+                                                                      view.headers):
                     self._serve(flow, m, shared, "coalesced", route)
                     return
             elif not self.mode.offline:
                 pending.leader = self.inflight[key] = asyncio.get_running_loop().create_future()
                 pending.coalesce_key = key
 
-        if self.mode.records(route.name) or self.mode.offline:
-            pending.record_parts = key_parts(view, cache or RECORD_ALL, credentials=False)
-            pending.record_key = key_of(pending.record_parts)
         if self.mode.offline:
             self._offline(flow, m, route, pending)
             return
@@ -142,6 +145,15 @@ class CacheAddon:
         if not stale_ok and not is_fresh(entry, cache.ttl, time.time()):
             return None
         return entry
+
+    def _record_hit(self, entry: Entry, pending: Pending) -> None:
+        recorded = make_entry(entry.status, entry.headers, entry.body, entry.stored_at,
+                              pending.record_parts, entry.route, entry.events)
+        store = self.stores.cassette(self.mode.cassette)
+        writes = [(store, pending.record_key, recorded, None)]
+        store.unwritten[pending.record_key] = recorded
+        done = asyncio.get_running_loop().run_in_executor(None, _write_all, writes)
+        done.add_done_callback(lambda _: store.unwritten.pop(pending.record_key, None))
 
     def _offline(self, flow: http.HTTPFlow, m: dict, route: Route, pending: Pending) -> None:
         cassette = self.stores.cassette(self.mode.cassette)
@@ -180,8 +192,11 @@ class CacheAddon:
         pending: Pending | None = m.get("pending_cache") if m else None
         if pending is None or pending.done:
             return
-        if m.get("handoff") is not None or flow.response is None or flow.response.stream:
-            self._settle(pending, None)  # a stream that didn't complete: nothing to keep
+        if m.get("handoff") is not None:
+            self._after_stream(m["handoff"], pending)
+            return
+        if flow.response is None or flow.response.stream:
+            self._settle(pending, None)  # nothing complete to keep
             return
         r = flow.response
         self._keep(m, pending, r.status_code, list(r.headers.items(multi=True)),
@@ -191,7 +206,24 @@ class CacheAddon:
         m = meta(flow)
         pending = m.get("pending_cache") if m else None
         if pending is not None and not pending.done:
-            self._settle(pending, None)
+            if m.get("handoff") is not None:
+                self._after_stream(m["handoff"], pending)  # the forwarder may still keep it
+            else:
+                self._settle(pending, None)
+
+    def _after_stream(self, handoff: Handoff, pending: Pending) -> None:
+        """A stream's fate is the forwarder's to tell (it captures a complete one, even
+        after the client left); settle what it didn't keep once it is done."""
+        async def wait() -> None:
+            await handoff.done.wait()
+            if not pending.done:
+                self._settle(pending, None)
+
+        if handoff.done.is_set():
+            if not pending.done:
+                self._settle(pending, None)
+        else:
+            asyncio.ensure_future(wait())
 
     def _captured(self, flow: http.HTTPFlow, pieces: list[tuple[float, bytes]]) -> None:
         m = meta(flow)
@@ -243,7 +275,17 @@ class CacheAddon:
             if self.inflight.get(pending.coalesce_key) is pending.leader:
                 del self.inflight[pending.coalesce_key]
             if not pending.leader.done():
-                pending.leader.set_result(entry)
+                pending.leader.set_result((entry, pending.view.headers))
+
+
+def _same_variant(shared: Entry, leader: dict[str, str], mine: dict[str, str]) -> bool:
+    """May a waiting request take the leader's answer? Not when the upstream said Vary on a
+    header in which the two requests differ."""
+    vary = next((v for k, v in shared.headers if k.lower() == "vary"), "")
+    names = [n.strip().lower() for n in vary.split(",") if n.strip()]
+    if "*" in names:
+        return False
+    return all(leader.get(n) == mine.get(n) for n in names)
 
 
 def _is_stream(entry: Entry) -> bool:
@@ -258,8 +300,15 @@ def _safe_summaries(store: EntryStore):
 
 
 def _write_all(writes: list[tuple[EntryStore, str, Entry, float | None]]) -> None:
+    """On a writer thread: a busy store (another process, a checkpoint) is retried a few
+    times here, where waiting costs no request anything."""
     for store, key, entry, ttl in writes:
-        try:
-            store.put(key, entry, ttl)
-        except StoreError as e:
-            log.warning("could not keep a response (%s): %s", key[:12], e)
+        for attempt in range(6):
+            try:
+                store.put(key, entry, ttl)
+                break
+            except StoreError as e:
+                if attempt == 5:
+                    log.warning("could not keep a response (%s): %s", key[:12], e)
+                else:
+                    time.sleep(0.05 * (attempt + 1))

@@ -31,7 +31,7 @@ class RouteAddon:
             "ts": time.time(),
             "route": None,
             "method": flow.request.method,
-            "url": flow.request.pretty_url,  # before any retargeting
+            "url": _client_url(flow),  # before any retargeting
             "request_bytes": len(flow.request.raw_content or b""),
             "upstream_s": 0.0,  # seconds spent waiting on upstreams (for overhead)
         }
@@ -45,3 +45,12 @@ class RouteAddon:
             route = match_route(config, flow.request.pretty_host, flow.request.path)
         if route is not None:
             meta["route"] = route.name
+
+
+def _client_url(flow: http.HTTPFlow) -> str:
+    """The URL as the client asked for it: on a reverse listener, its own address (the
+    mode's target is only a placeholder)."""
+    if flow.client_conn.proxy_mode.full_spec.startswith("reverse:") and flow.client_conn.sockname:
+        host, port = flow.client_conn.sockname[:2]
+        return f"http://{host}:{port}{flow.request.path}"
+    return flow.request.pretty_url
