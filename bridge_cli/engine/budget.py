@@ -11,6 +11,7 @@ what the earlier buckets of the window hold.
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -21,7 +22,9 @@ HOUR = 3600.0
 
 
 def period_bounds(period: str, now: dt.datetime) -> tuple[str, dt.datetime]:
-    """(id, start of the next period) of the calendar period holding local time `now`."""
+    """(id, start of the next period) of the calendar period holding the naive local wall
+    time `now`: plain calendar arithmetic, so a period spanning a daylight-saving change
+    still ends at local midnight (window_of attaches the offset of that instant)."""
     if period == "hour":
         start = now.replace(minute=0, second=0, microsecond=0)
         return start.strftime("%Y-%m-%dT%H"), start + dt.timedelta(hours=1)
@@ -49,13 +52,19 @@ class Window:
 
 
 def window_of(budget: Budget, now_wall: float) -> Window:
-    now = dt.datetime.fromtimestamp(now_wall).astimezone()
+    now = dt.datetime.fromtimestamp(now_wall)  # naive local wall time, `fold` set
     if budget.rolling:
-        hours = max(1, int(budget.rolling // HOUR))
-        base = int(now_wall // HOUR)
-        return Window(f"h{base}", None, tuple(f"h{base - i}" for i in range(1, hours)))
+        # Buckets of a minute for windows up to 2 h, else of an hour; the window holds
+        # the current bucket and every earlier one that overlaps it (on the safe side).
+        size = 60.0 if budget.rolling <= 2 * HOUR else HOUR
+        n = math.ceil(budget.rolling / size)
+        base = int(now_wall // size)
+        tag = "m" if size == 60.0 else "h"
+        return Window(f"{tag}{base}", None, tuple(f"{tag}{base - i}" for i in range(1, n + 1)))
     pid, nxt = period_bounds(budget.period or "day", now)
-    return Window(pid, nxt)
+    if budget.period == "hour" and now.fold:
+        pid += "~2"  # the repeated hour of the night the clocks go back is its own period
+    return Window(pid, nxt.astimezone())
 
 
 @dataclass(frozen=True)
@@ -103,6 +112,19 @@ class Budgets:
         """Hold `amount` against every blocking budget, all or none; a `warn` budget that
         would be passed doesn't refuse but is reported as the refusal (action warn)."""
         held: list[tuple[str, str]] = []
+        try:
+            return self._reserve(budgets, amount, held)
+        except Exception:
+            # A busy store mid-way must not leave money held in the budgets already done.
+            for s, b in held:
+                try:
+                    self.store.release(self._key("committed", s, b), amount)
+                except Exception:
+                    pass
+            raise
+
+    def _reserve(self, budgets: list[tuple[str, Budget]], amount: int,
+                 held: list[tuple[str, str]]) -> tuple[Reservation, Refusal | None]:
         warned: Refusal | None = None
         now = self.wall()
         for scope, budget in budgets:

@@ -87,19 +87,31 @@ def price_response(provider: str, body: Any, *, path: str = "", request_model: s
     """Price a provider's JSON response (or the response-like object a stream rebuilt)."""
     if not isinstance(body, dict):
         return Priced(0, "unpriced", reason="the response is not a JSON object")
-    kwargs = {"api_flavor": api_flavor(path)} if provider in FLAVOURED else {}
+    flavour = api_flavor(path) if provider in FLAVOURED else "default"
+    raw_model = body.get("model") or body.get("modelVersion") or request_model
+    over = _override(pricing, provider, raw_model or "") if raw_model else None
+    if over is not None:
+        # A private or fine-tuned model: the provider's usage extractor alone (genai-prices'
+        # extract_usage would fail looking the model up), priced at the config's prices.
+        try:
+            from genai_prices import data_snapshot
+
+            prov = data_snapshot.get_snapshot().find_provider(None, provider, None)
+            _, usage = prov.extract_usage(body, api_flavor=flavour)
+        except Exception as e:
+            return Priced(0, "unpriced", raw_model, reason=f"no usage in the response ({e})")
+        tokens = {k: v for k, v in vars(usage).items() if isinstance(v, int)}
+        return Priced(price_with_override(usage, over), "priced", raw_model, tokens,
+                      snapshot="config pricing")
+    kwargs = {"api_flavor": flavour} if provider in FLAVOURED else {}
     try:
         extracted = genai_prices.extract_usage(body, provider_id=provider, **kwargs)
     except Exception as e:  # genai-prices raises plain ValueErrors and lookups
-        return Priced(0, "unpriced", reason=f"no usage in the response ({e})")
+        return Priced(0, "unpriced", raw_model, reason=f"no usage in the response ({e})")
     usage = extracted.usage
     tokens = {k: v for k, v in vars(usage).items() if isinstance(v, int)}
-    model = (extracted.model.id if extracted.model else None) or body.get("model") or request_model
-    raw_model = body.get("model") or body.get("modelVersion") or request_model or model
-    over = _override(pricing, provider, raw_model or "") if raw_model else None
-    if over is not None:
-        return Priced(price_with_override(usage, over), "priced", raw_model, tokens,
-                      snapshot="config pricing")
+    model = (extracted.model.id if extracted.model else None) or raw_model
+    raw_model = raw_model or model
     try:
         calc = extracted.calc_price() if extracted.model else genai_prices.calc_price(
             usage, raw_model, provider_id=provider)
@@ -146,7 +158,7 @@ class StreamUsage:
         self.completed: dict | None = None
 
     def feed(self, data: bytes) -> None:
-        self._buf += data.decode("utf-8", "replace")
+        self._buf += data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
         end = self._buf.rfind("\n\n")
         if end < 0:
             return
@@ -165,8 +177,10 @@ class StreamUsage:
         elif kind == "message_delta":
             self.usage = {**(self.usage or {}), **{k: v for k, v in (obj.get("usage") or {}).items()
                                                    if v is not None}}
-        elif kind == "response.completed":  # OpenAI Responses API
-            self.completed = obj.get("response")
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            # OpenAI Responses API: an incomplete answer (max_output_tokens) is billed too
+            if (obj.get("response") or {}).get("usage"):
+                self.completed = obj.get("response")
         elif "usageMetadata" in obj:  # Gemini: the last chunk carries the totals
             self.gemini = obj
         else:
@@ -237,6 +251,17 @@ def worst_case(spend: Spend, method: str, body: bytes, pricing: tuple[dict, ...]
 _DEAREST: dict[str, tuple[Decimal, Decimal]] = {}
 
 
+def _tier_max(v) -> Decimal:
+    """The highest price a (possibly tiered) genai-prices price can reach, USD/MTok."""
+    if v is None:
+        return Decimal(0)
+    if isinstance(v, (int, float, Decimal)):
+        return Decimal(str(v))
+    base = Decimal(str(getattr(v, "base", 0) or 0))
+    tiers = [Decimal(str(getattr(t, "price", 0) or 0)) for t in getattr(v, "tiers", []) or []]
+    return max([base, *tiers])
+
+
 def dearest(provider: str) -> tuple[Decimal, Decimal]:
     """The highest input and output prices (USD per token) among a provider's models."""
     if provider not in _DEAREST:
@@ -247,14 +272,24 @@ def dearest(provider: str) -> tuple[Decimal, Decimal]:
             snap = data_snapshot.get_snapshot()
             prov = next((p for p in snap.providers if p.id == provider), None)
             for m in (prov.models if prov else []):
-                prices = m.prices if not isinstance(m.prices, list) else m.prices[-1].prices
-                pin = _price_value(getattr(prices, "input_mtok", 0)) / MICROS
-                pout = _price_value(getattr(prices, "output_mtok", 0)) / MICROS
-                best_in, best_out = max(best_in, pin), max(best_out, pout)
+                try:
+                    variants = m.prices if isinstance(m.prices, list) else [m]
+                    for v in variants:
+                        pin = _tier_max(getattr(v.prices, "input_mtok", 0)) / MICROS
+                        pout = _tier_max(getattr(v.prices, "output_mtok", 0)) / MICROS
+                        best_in, best_out = max(best_in, pin), max(best_out, pout)
+                except Exception:
+                    continue  # one odd price entry must not end the scan
         except Exception:
             pass
         _DEAREST[provider] = (best_in, best_out)
     return _DEAREST[provider]
+
+
+def _event_end(buf: bytes) -> int:
+    """Index just past the first complete SSE event (blank line: LF, CRLF or CR), or -1."""
+    ends = [i + len(sep) for sep in (b"\n\n", b"\r\n\r\n", b"\r\r") if (i := buf.find(sep)) >= 0]
+    return min(ends) if ends else -1
 
 
 class UsageStripper:
@@ -267,8 +302,8 @@ class UsageStripper:
     def __call__(self, piece: bytes) -> bytes:
         self._buf += piece
         out = []
-        while (end := self._buf.find(b"\n\n")) >= 0:
-            event, self._buf = self._buf[: end + 2], self._buf[end + 2 :]
+        while (end := _event_end(self._buf)) >= 0:
+            event, self._buf = self._buf[:end], self._buf[end:]
             if not self._usage_only(event):
                 out.append(event)
         return b"".join(out)

@@ -46,3 +46,5 @@ def respond(flow: http.HTTPFlow, m: dict, up: UpstreamResponse, forwarder: Forwa
     flow.request.port = forwarder.port
     flow.request.path = PATH_PREFIX + token
     flow.request.raw_content = b""
+    flow.request.headers["content-length"] = "0"  # the body stays here; the hop sends none
+    flow.request.headers.pop("transfer-encoding", None)

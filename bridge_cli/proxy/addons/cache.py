@@ -178,6 +178,7 @@ class CacheAddon:
 
     def _serve(self, flow: http.HTTPFlow, m: dict, entry: Entry, how: str, route: Route) -> None:
         m["cache"] = how
+        m["served_body"] = entry.body  # spend prices what a hit saved from it
         headers = [*entry.headers, ("x-bridge-cache", how),
                    ("age", str(age_seconds(entry, time.time())))]
         up = UpstreamResponse(entry.status, headers, entry.body, raw=None)

@@ -52,6 +52,7 @@ class SpendAddon:
             return
         spend = route.spend
         if spend is not None and spend.provider:
+            m["request_model"] = _request_model(flow)
             m["stream_usage"] = StreamUsage()  # fed by the forwarder if the answer streams
             if spend.inject_usage and spend.provider == "openai":
                 _inject_usage(flow, m)
@@ -121,14 +122,26 @@ class SpendAddon:
         if spend.per_request_usd is not None:
             return flat_price(spend, flow.request.method)
         su: StreamUsage | None = m.get("stream_usage")
-        if m.get("handoff") is not None:
+        served = m.get("served_body")
+        if served is not None:  # a cache hit or replay: price the stored answer
+            if served.lstrip()[:1] in (b"{", b"["):
+                try:
+                    body = json.loads(served)
+                except ValueError:
+                    body = None
+            else:
+                su = StreamUsage()
+                su.feed(served)
+                body = su.response()
+        elif m.get("handoff") is not None:
             body = su.response() if su is not None else None
             if body is None:
                 return Priced(0, "unpriced", reason="the stream carried no usage (set "
                               "spend.inject_usage, or ask for stream_options.include_usage)")
         else:
             body = _json_body(flow.response)
-        return price_response(spend.provider, body, path=m["url"], pricing=m["config"].pricing)
+        return price_response(spend.provider, body, path=m["url"], pricing=m["config"].pricing,
+                              request_model=m.get("request_model"))
 
     def _settle(self, route: Route, m: dict, reservation: Reservation | None, priced: Priced,
                 path: str) -> None:
@@ -179,6 +192,21 @@ def _json_body(resp: http.Response | None):
         return json.loads(resp.get_content(strict=False) or b"null")
     except (ValueError, UnicodeDecodeError):
         return None
+
+
+def _request_model(flow: http.HTTPFlow) -> str | None:
+    """The model the request names: its JSON `model`, or Gemini's `/models/NAME:...` path."""
+    path = flow.request.path.split("?")[0]
+    if "/models/" in path:
+        return path.split("/models/", 1)[1].split(":", 1)[0].split("/", 1)[0] or None
+    body = flow.request.raw_content or b""
+    if body[:1] == b"{":
+        try:
+            model = json.loads(body).get("model")
+            return model if isinstance(model, str) else None
+        except (ValueError, AttributeError):
+            return None
+    return None
 
 
 def _inject_usage(flow: http.HTTPFlow, m: dict) -> None:
