@@ -250,3 +250,11 @@ def _wait_for(predicate, timeout: float = 5.0) -> None:
 @pytest.fixture
 def wait_for():
     return _wait_for
+
+
+def test_upstream_credentials_never_reach_status_in_clear(start_bridge, upstream):
+    secret = "s3cret-PASSWORD-1234567890"
+    b = start_bridge(route_config(upstream.url.replace("http://", f"http://user:{secret}@")))
+    status = b.control().status()
+    assert secret not in json.dumps(status)
+    assert "127.0.0.1" in status["routes"][0]["upstreams"][0]["url"]

@@ -19,7 +19,7 @@ from bridge_cli.config.loader import unenforced_keys
 from bridge_cli.config.model import Config, Control, Proxy
 from bridge_cli.engine.cache import ReplayMode
 from bridge_cli.engine.events import BreakerEvent, BudgetEvent, FlowEvent, NoticeEvent
-from bridge_cli.engine.redact import redact_text
+from bridge_cli.engine.redact import redact_text, redact_url
 from bridge_cli.errors import UsageError
 from bridge_cli.store import bridge_home
 from bridge_cli.store.responses import ResponseStores
@@ -145,7 +145,7 @@ def _print_listeners(bridge, home: Path) -> None:
             console.print(f"  [bold]proxy[/bold]    {url}   set HTTPS_PROXY={url} "
                           "(HTTPS needs bridge's CA: run `bridge ca`)")
         else:
-            ups = ", ".join(u.url for u in route.upstreams)
+            ups = ", ".join(redact_url(u.url) for u in route.upstreams)
             console.print(f"  [bold]{escape(name)}[/bold]   {url}   base URL for the app → {escape(ups)}")
     for route in state.config.routes:
         if route.listen is None and route.match is not None:

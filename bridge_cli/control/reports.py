@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from bridge_cli import __version__
+from bridge_cli.engine.redact import redact_url
 from bridge_cli.proxy.state import PROXY_LISTENER
 
 if TYPE_CHECKING:
@@ -38,7 +39,7 @@ def status_report(bridge: Bridge) -> dict:
             "match": {"host": route.match.host, "path": route.match.path} if route.match else None,
             "strategy": route.strategy,
             "upstreams": [
-                {"name": u.name, "url": u.url, "weight": u.weight,
+                {"name": u.name, "url": redact_url(u.url), "weight": u.weight,
                  "requests": c.by_upstream.get(u.name, 0) if c else 0,
                  "breaker": rr.breakers[u.name].snapshot() if rr and u.name in rr.breakers
                  else None}
