@@ -345,7 +345,7 @@ def test_a_namespace_is_shared_by_two_routes(start_bridge, upstream_factory, cli
     assert sorted(p.name for p in (b.home / "cache").iterdir()) == ["alone", "llm"]
 
 
-def test_max_size_is_respected_oldest_stored_first(start_bridge, upstream, client):
+def test_max_size_is_respected_least_recently_used_first(start_bridge, upstream, client):
     big = "x" * 100_000
 
     async def large(request: web.Request) -> web.Response:
@@ -364,8 +364,9 @@ def test_max_size_is_respected_oldest_stored_first(start_bridge, upstream, clien
     directory = b.home / "cache" / "api"
     size = sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
     assert size < 2 * 2**20, f"{size} bytes on disk for a 1 MB cache"
-    assert cache_of(client.get(base + "/big/23")) == "hit"  # the newest: kept
+    assert cache_of(client.get(base + "/big")) == "hit"  # used all along: kept
     assert cache_of(client.get(base + "/big/0")) == "miss"  # the oldest: evicted
+    assert calls(upstream, "/big") == 1
 
 
 # --- streams ----------------------------------------------------------------------------------

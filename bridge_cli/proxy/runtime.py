@@ -114,6 +114,7 @@ class Bridge:
         self.state.chaos = Chaos(self.seed, time.monotonic)
         self.state.chaos.sync_config(config.chaos.faults)
         self.master: Master | None = None
+        self.cache_addon: CacheAddon | None = None
         self.control = None
         self.store = None
         self.flowlog: FlowLog | None = None
@@ -164,11 +165,12 @@ class Bridge:
         confdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         opts = mitm_options.Options()
         self.master = Master(opts)
+        self.cache_addon = CacheAddon(self.state, self.forwarder, self.responses, self.replay)
         self.master.addons.add(*mitmproxy_addons())
         self.master.addons.add(
             RouteAddon(self.state),
             HeaderFaultAddon(self.state),
-            CacheAddon(self.state, self.forwarder, self.responses, self.replay),
+            self.cache_addon,
             SpendAddon(self.state, self.store),
             UpstreamAddon(self.state, self.forwarder),
             RecordAddon(self.state),
@@ -237,6 +239,10 @@ class Bridge:
             await self.state.session.close()
         if self.flowlog is not None:
             self.flowlog.close()
+        if self.cache_addon is not None:
+            # Cached answers still being written land before the stores close.
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.cache_addon.writer.shutdown, True)
         if self.store is not None:
             self.store.close()
         self.responses.close()
@@ -281,10 +287,14 @@ class Bridge:
             self.flowlog.write(event.to_dict(), redacted=isinstance(event, FlowEvent))
 
     async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(0.5)
             if self.flowlog is not None:
                 self.flowlog.flush()
+            touches = self.responses.take_touches()  # cache hits, for LRU eviction
+            if touches:
+                loop.run_in_executor(None, _record_touches, touches)
 
     # --- reload ----------------------------------------------------------------------
     async def reload(self, config: Config | None = None) -> ReloadResult:
@@ -339,6 +349,11 @@ class Bridge:
                 await asyncio.sleep(0.1)  # let an editor finish writing
                 last = _file_sig(path)
                 await self.reload()
+
+
+def _record_touches(touches) -> None:
+    for store, keys in touches:
+        store.flush_touches(keys)
 
 
 def _file_sig(path: Path) -> tuple | None:

@@ -31,6 +31,12 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _STORAGE_ERRORS = (diskcache.Timeout, sqlite3.Error, OSError)
 
 
+# diskcache's own row layout (its stable on-disk format), as Cache.get reads it.
+_PEEK = ("SELECT rowid, expire_time, tag, mode, filename, value FROM Cache"
+         " WHERE key = ? AND raw = ? AND (expire_time IS NULL OR expire_time > ?)")
+_TOUCH = "UPDATE Cache SET access_time = ? WHERE key = ? AND raw = ?"
+
+
 class RefusedValue(Exception):
     """A row bridge will not decode: pickled (by diskcache's default Disk) or of unknown mode."""
 
@@ -154,6 +160,36 @@ class DiskStore:
             log.warning("store %s: reading %r as a miss: %s", self.directory, key, reason)
             return None
 
+    def peek(self, key: str) -> Any | None:
+        """Like get, but the read is not recorded: no write on the read path whatever the
+        eviction policy (the response cache records its hits in batches with `touch`)."""
+        _check_key(key)
+        cache = self._cache
+        try:
+            db_key, raw = cache._disk.put(key)
+            rows = cache._sql(_PEEK, (db_key, raw, time.time())).fetchall()
+            if not rows:
+                return None
+            ((_rowid, _expire, _tag, mode, filename, db_value),) = rows
+            return cache._disk.fetch(mode, filename, db_value, False)
+        except (*_STORAGE_ERRORS, RefusedValue, ValueError) as e:
+            # A file removed between the row and the read (eviction) is a plain miss.
+            if not isinstance(e, FileNotFoundError):
+                log.warning("store %s: reading %r as a miss: %s", self.directory, key,
+                            str(e) or type(e).__name__)
+            return None
+
+    def touch(self, keys: list[str]) -> None:
+        """Mark keys as used now, for least-recently-used eviction (call off the event loop)."""
+        if not keys:
+            return
+        now = time.time()
+        with self._writing("touch", keys[0]):
+            with self._cache.transact():
+                for key in keys:
+                    db_key, raw = self._cache._disk.put(key)
+                    self._cache._sql(_TOUCH, (now, db_key, raw))
+
     def set(self, key: str, value: Any, ttl: float | None = None) -> None:
         """Store bytes or a JSON-compatible value at key; ttl: seconds, None for no expiry."""
         _check_key(key)
@@ -252,11 +288,10 @@ class DiskStore:
 def open_cache_store(directory: Path, size_limit: int = 2**30) -> DiskStore:
     """A response cache or a cassette: a directory of its own, LRU-evicted at size_limit
     bytes, so cached bodies never evict spend or breaker state."""
-    # Least-recently-STORED: an entry and its summary are written together, so they are
-    # evicted together; and a hit stays a pure read. Least-recently-used writes the access
-    # time on every hit (measured p99 2-4 ms at 100k entries) and evicts the summaries of
-    # popular entries first, leaving entries that `ls` and `clear` can't see.
-    return DiskStore(directory, size_limit=size_limit, eviction_policy="least-recently-stored")
+    # Least-recently-used, but reads go through `peek` (diskcache's LRU would write the
+    # access time on every hit: p99 2-4 ms at 100k entries) and EntryStore records hits in
+    # batches with `touch`, for an entry and its summary together so they age together.
+    return DiskStore(directory, size_limit=size_limit, eviction_policy="least-recently-used")
 
 
 def open_store(url: str | None, home: Path) -> Store:

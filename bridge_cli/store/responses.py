@@ -43,6 +43,8 @@ class EntryStore:
         # Entries handed to a writer thread and not on disk yet: read from here meanwhile,
         # so the request right after a miss is already a hit. Touched on the loop thread only.
         self.unwritten: dict[str, Entry] = {}
+        # Keys read since the last `flush_touches`: their use is recorded in one batch.
+        self.touched: set[str] = set()
 
     @property
     def store(self) -> DiskStore:
@@ -55,13 +57,15 @@ class EntryStore:
         if key in self.unwritten:
             return self.unwritten[key]
         try:
-            raw = self.store.get(f"entry:{key}")
+            raw = self.store.peek(f"entry:{key}")
         except StoreError as e:
             log.warning("cache %s: %s (served as a miss)", self.directory.name, e)
             return None
         if raw is None:
             return None
         entry = parse_entry(raw)
+        if entry is not None:
+            self.touched.add(key)
         if entry is None:
             log.warning("cache %s: entry %s is corrupt or of an older format; a miss",
                         self.directory.name, key[:12])
@@ -81,6 +85,20 @@ class EntryStore:
             summary = self.store.get(k)
             if isinstance(summary, dict):
                 yield k.removeprefix("idx:"), summary
+
+    def take_touches(self) -> list[str]:
+        """The store keys of entries read since last time (hand them to flush_touches)."""
+        keys, self.touched = self.touched, set()
+        return [f"{kind}:{k}" for k in keys for kind in ("entry", "idx")]
+
+    def flush_touches(self, keys: list[str] | None = None) -> None:
+        """Record the reads (least-recently-used eviction); call off the event loop."""
+        keys = self.take_touches() if keys is None else keys
+        try:
+            self.store.touch(keys)
+        except StoreError as e:
+            log.debug("cache %s: could not record %d reads: %s", self.directory.name,
+                      len(keys), e)
 
     def clear(self) -> int:
         """Remove every entry (safe while a bridge has this store open); how many there were."""
@@ -134,6 +152,10 @@ class ResponseStores:
             return False
         shutil.rmtree(path)
         return True
+
+    def take_touches(self) -> list[tuple[EntryStore, list[str]]]:
+        """Reads to record, per store: taken on the loop, recorded on a writer thread."""
+        return [(es, keys) for es in self._open.values() if (keys := es.take_touches())]
 
     def close(self) -> None:
         for es in self._open.values():

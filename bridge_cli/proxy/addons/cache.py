@@ -4,6 +4,7 @@ keep what the upstream answered (cache, `--record`). Policy lives in engine/cach
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import time
 from dataclasses import dataclass, field
@@ -70,6 +71,8 @@ class CacheAddon:
         self.stores = stores
         self.mode = mode
         self.inflight: dict[str, asyncio.Future] = {}
+        # One writer thread: writes of the same key land in the order they were made.
+        self.writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="bridge-cache")
 
     # --- request ---------------------------------------------------------------------
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -152,8 +155,8 @@ class CacheAddon:
         store = self.stores.cassette(self.mode.cassette)
         writes = [(store, pending.record_key, recorded, None)]
         store.unwritten[pending.record_key] = recorded
-        done = asyncio.get_running_loop().run_in_executor(None, _write_all, writes)
-        done.add_done_callback(lambda _: store.unwritten.pop(pending.record_key, None))
+        done = asyncio.get_running_loop().run_in_executor(self.writer, _write_all, writes)
+        done.add_done_callback(lambda _: _written(writes))
 
     def _offline(self, flow: http.HTTPFlow, m: dict, route: Route, pending: Pending) -> None:
         cassette = self.stores.cassette(self.mode.cassette)
@@ -265,8 +268,11 @@ class CacheAddon:
         if writes:
             for store, key, e, _ in writes:
                 store.unwritten[key] = e
-            done = asyncio.get_running_loop().run_in_executor(None, _write_all, writes)
-            done.add_done_callback(lambda _: [s.unwritten.pop(k, None) for s, k, *_ in writes])
+            # Record earlier hits first, so the eviction this write may cause sees them.
+            touches = self.stores.take_touches()
+            done = asyncio.get_running_loop().run_in_executor(self.writer, _write_all, writes,
+                                                               touches)
+            done.add_done_callback(lambda _: _written(writes))
         self._settle(pending, entry)
 
     def _settle(self, pending: Pending, entry: Entry | None) -> None:
@@ -300,9 +306,20 @@ def _safe_summaries(store: EntryStore):
         log.warning("could not read recordings: %s", e)
 
 
-def _write_all(writes: list[tuple[EntryStore, str, Entry, float | None]]) -> None:
+def _written(writes) -> None:
+    """On the loop: what reached the disk no longer needs its in-memory copy (unless a
+    newer answer for the same key is waiting to be written)."""
+    for store, key, entry, _ in writes:
+        if store.unwritten.get(key) is entry:
+            del store.unwritten[key]
+
+
+def _write_all(writes: list[tuple[EntryStore, str, Entry, float | None]],
+               touches: list[tuple[EntryStore, list[str]]] = ()) -> None:
     """On a writer thread: a busy store (another process, a checkpoint) is retried a few
     times here, where waiting costs no request anything."""
+    for store, keys in touches:
+        store.flush_touches(keys)
     for store, key, entry, ttl in writes:
         for attempt in range(6):
             try:
