@@ -218,3 +218,10 @@ def test_every_command_has_help_with_an_example(tmp_path, env):
         r = run([*cmd, "--help"], tmp_path, env)
         assert r.returncode == 0
         assert "Example" in r.stdout, cmd
+
+
+def test_usage_errors_from_the_parser_are_exit_2_without_a_traceback(tmp_path, env):
+    for args in (["validate"], ["up", "--listen"], ["no-such-command"], ["chaos", "inject", "--count", "x"]):
+        r = run(args, tmp_path, env)
+        assert r.returncode == 2, args
+        assert "Traceback" not in r.stderr, args

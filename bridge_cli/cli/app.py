@@ -72,11 +72,26 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception as e:  # click's usage errors and the like
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(int(ExitStatus.ERROR))
-        if isinstance(e, click.exceptions.Exit):
+        usage, exits = _click_exceptions()
+        if exits and isinstance(e, exits):
             sys.exit(e.exit_code)
+        if usage and isinstance(e, usage):
+            e.show()  # one line of usage and the error, as click prints it
+            sys.exit(int(ExitStatus.ERROR))
         raise
+
+
+def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...]]:
+    """Usage-error and exit classes of click, and of the click newer Typer vendors."""
+    usage: list[type] = []
+    exits: list[type] = []
+    for name in ("click.exceptions", "typer._click.exceptions"):
+        try:
+            mod = __import__(name, fromlist=["ClickException"])
+        except ImportError:
+            continue
+        if hasattr(mod, "ClickException"):
+            usage.append(mod.ClickException)
+        if hasattr(mod, "Exit"):
+            exits.append(mod.Exit)
+    return tuple(usage), tuple(exits)
