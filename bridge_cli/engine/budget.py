@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bridge_cli.config.model import Budget
+from bridge_cli.engine.money import usd, usd_short
 from bridge_cli.store.base import Store, make_key
 
 HOUR = 3600.0
@@ -84,6 +85,22 @@ class Refusal:
     committed: int
     resets_at: dt.datetime | None
     action: str
+
+    def message(self, amount: int) -> str:
+        """The one-line reason a client gets with its 402 (`amount`: its worst case)."""
+        when = (f"; it resets at {self.resets_at.isoformat(timespec='minutes')}"
+                if self.resets_at else " (a rolling window: it frees up as older calls age out)")
+        name = ("the global budget" if self.scope == "global"
+                else f"the budget of {self.scope.replace(':', ' ')}")
+        return (f"{name} would be passed: {usd_short(self.committed)} spent or reserved of "
+                f"{usd_short(self.limit)}, and this request may cost up to "
+                f"{usd_short(amount)}{when}")
+
+    def detail(self) -> dict:
+        """The machine-readable part of the 402 error body."""
+        return {"budget": self.scope, "committed_usd": usd(self.committed),
+                "limit_usd": usd(self.limit),
+                "resets_at": self.resets_at.isoformat() if self.resets_at else None}
 
 
 class Budgets:

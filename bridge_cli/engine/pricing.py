@@ -121,6 +121,21 @@ def price_response(provider: str, body: Any, *, path: str = "", request_model: s
     return Priced(to_micros(calc.total_price), "priced", model, tokens, snapshot=snapshot_version())
 
 
+def billable(status: int, spend: Spend) -> bool:
+    """Is an upstream answer with this status charged? Providers don't bill errors (4xx,
+    5xx); a flat per-request price applies to every answer the upstream gave."""
+    return spend.per_request_usd is not None or status < 400
+
+
+def settled_price(priced: Priced, reserved: int | None) -> Priced:
+    """What a call settles at: a call that ends without usage while a budget holds money
+    for it settles at the reservation, marked estimated (never a silent zero)."""
+    if reserved is not None and priced.status == "unpriced":
+        return Priced(reserved, "estimated", priced.model, priced.usage, priced.reason,
+                      priced.snapshot)
+    return priced
+
+
 def flat_price(spend: Spend, method: str) -> Priced:
     """`per_request_usd`: flat, or per method (methods not listed are free)."""
     p = spend.per_request_usd

@@ -13,8 +13,16 @@ from mitmproxy import http
 from bridge_cli.config.model import Budget, Route
 from bridge_cli.engine.budget import Budgets, Refusal, Reservation
 from bridge_cli.engine.events import BudgetEvent
-from bridge_cli.engine.money import usd, usd_short
-from bridge_cli.engine.pricing import Priced, StreamUsage, flat_price, price_response, worst_case
+from bridge_cli.engine.money import usd
+from bridge_cli.engine.pricing import (
+    Priced,
+    StreamUsage,
+    billable,
+    flat_price,
+    price_response,
+    settled_price,
+    worst_case,
+)
 from bridge_cli.engine.replies import error_reply
 from bridge_cli.errors import StoreError
 from bridge_cli.proxy.flowmeta import apply_reply, meta, route_of
@@ -73,8 +81,8 @@ class SpendAddon:
         if refusal is not None:
             self._announce(refusal, amount)
             if refusal.action == "block":
-                apply_reply(flow, error_reply("budget_exceeded", _refusal_message(refusal, amount),
-                                              extra=_refusal_detail(refusal)))
+                apply_reply(flow, error_reply("budget_exceeded", refusal.message(amount),
+                                              extra=refusal.detail()))
                 return
         m["reservation"] = reservation
 
@@ -96,11 +104,8 @@ class SpendAddon:
             return
         m["spend_done"] = True
         reservation: Reservation | None = m.get("reservation")
-        priced = self._price(flow, m, route)
-        if reservation is not None and priced.status == "unpriced":
-            # A call that ends without usage settles at its reservation: never a silent zero.
-            priced = Priced(reservation.amount, "estimated", priced.model, priced.usage,
-                            priced.reason, priced.snapshot)
+        priced = settled_price(self._price(flow, m, route),
+                               reservation.amount if reservation is not None else None)
         m["spend"] = priced
         loop = asyncio.get_running_loop()
         loop.run_in_executor(None, self._settle, route, m, reservation, priced, flow.request.path)
@@ -113,7 +118,7 @@ class SpendAddon:
             return Priced(0, "saved", would.model, would.usage, reason=str(would.cost))
         if m.get("error") or resp is None or m.get("faults") and not m.get("upstream"):
             return Priced(0, "free", reason=m.get("error") or "no upstream answer")
-        if resp.status_code >= 400 and spend.per_request_usd is None:
+        if not billable(resp.status_code, spend):
             return Priced(0, "free", reason=f"the upstream answered {resp.status_code}")
         return self._price_answer(flow, m, route)
 
@@ -170,19 +175,6 @@ class SpendAddon:
                                                        usd(budget.limit_usd), budget.action))
         except StoreError as e:
             log.warning("could not record spend of %s: %s", route.name, e)
-
-
-def _refusal_message(r: Refusal, amount: int) -> str:
-    when = f"; it resets at {r.resets_at.isoformat(timespec='minutes')}" if r.resets_at else \
-        " (a rolling window: it frees up as older calls age out)"
-    name = "the global budget" if r.scope == "global" else f"the budget of {r.scope.replace(':', ' ')}"
-    return (f"{name} would be passed: {usd_short(r.committed)} spent or reserved of "
-            f"{usd_short(r.limit)}, and this request may cost up to {usd_short(amount)}{when}")
-
-
-def _refusal_detail(r: Refusal) -> dict:
-    return {"budget": r.scope, "committed_usd": usd(r.committed), "limit_usd": usd(r.limit),
-            "resets_at": r.resets_at.isoformat() if r.resets_at else None}
 
 
 def _json_body(resp: http.Response | None):
