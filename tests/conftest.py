@@ -9,8 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import subprocess
+import sys
 import textwrap
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +217,49 @@ def client():
     """A plain httpx client that ignores proxy settings in the environment."""
     with httpx.Client(trust_env=False, timeout=10) as c:
         yield c
+
+
+def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
+    """Poll `predicate` until it returns something true, and return that; an AssertionError
+    naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError(f"{what}: not met within {timeout}s")
+
+
+def start_up(args, cwd: Path, env: dict) -> tuple[subprocess.Popen, dict]:
+    """`bridge up ARGS` as a user runs it; returns the process and its control.json once
+    it is serving (an AssertionError with its stderr if it exits first)."""
+    proc = subprocess.Popen([sys.executable, "-m", "bridge_cli", "up", *args], cwd=cwd, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    control = Path(env["BRIDGE_HOME"]) / "control.json"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if control.exists():
+            try:
+                return proc, json.loads(control.read_text())
+            except ValueError:
+                pass
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"bridge up exited {proc.returncode}: {err}")
+        time.sleep(0.05)
+    proc.kill()
+    raise AssertionError("bridge up did not write control.json")
+
+
+def stop(proc: subprocess.Popen) -> tuple[str, str]:
+    """Ctrl-C a `bridge up` process; its (stdout, stderr)."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.communicate()
 
 
 def free_env() -> dict[str, str]:

@@ -26,7 +26,7 @@ from aiohttp import web
 
 from bridge_cli.engine.cache import FORMAT, ReplayMode
 from bridge_cli.store.responses import EntryStore
-from tests.conftest import free_env
+from tests.conftest import free_env, wait_for
 
 TOKEN_A = "sk-proj-AliceAliceAlice0123456789abcdef"
 TOKEN_B = "sk-proj-BobBobBobBob9876543210fedcba"
@@ -73,15 +73,6 @@ def numbered(upstream, path: str, *, status: int = 200, headers: dict | None = N
 
 def calls(upstream, path: str) -> int:
     return sum(1 for c in upstream.calls if c.path.partition("?")[0] == path)
-
-
-def wait_for(predicate, timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"{what}: not met within {timeout}s")
 
 
 def settled(b) -> None:

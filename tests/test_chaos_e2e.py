@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,8 @@ from aiohttp import web
 from bridge_cli.config.model import Fault
 from bridge_cli.engine.chaos import Chaos
 from bridge_cli.testing import bridge_fault, fault  # noqa: F401 - bridge_fault is a fixture
-from tests.conftest import free_env
+from tests.conftest import free_env, start_up, stop
+from tests.conftest import wait_for as _wait_for
 
 # --- helpers -------------------------------------------------------------------------------------
 
@@ -59,15 +59,6 @@ def inject(b, **keys) -> str:
 
 def active(b) -> dict[str, dict]:
     return {f["name"]: f for f in b.control().faults()["faults"]}
-
-
-def _wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 def flow_event(b, response: httpx.Response | None = None, rid: str | None = None):
@@ -617,30 +608,7 @@ def test_the_same_seed_faults_the_same_requests_across_two_bridges(
 def _start_up(args: list[str], home: Path, cwd: Path) -> tuple[subprocess.Popen, dict]:
     env = free_env() | {"BRIDGE_HOME": str(home),
                         "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    proc = subprocess.Popen([sys.executable, "-m", "bridge_cli", "up", "-q", *args], cwd=cwd,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    control = home / "control.json"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if control.exists():
-            try:
-                return proc, json.loads(control.read_text())
-            except ValueError:
-                pass
-        if proc.poll() is not None:
-            raise AssertionError(f"bridge up exited {proc.returncode}: {proc.communicate()[1]}")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("bridge up did not write control.json")
-
-
-def _stop(proc: subprocess.Popen) -> tuple[str, str]:
-    proc.send_signal(signal.SIGINT)
-    try:
-        return proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.communicate()
+    return start_up(["-q", *args], cwd, env)
 
 
 def _control_get(control: dict, path: str) -> dict:
@@ -673,8 +641,8 @@ def test_bridge_up_prints_its_seed_and_starts_the_config_faults(tmp_path, upstre
             assert c.get(f"http://{addr}/broken").status_code == 503
             assert c.get(f"http://{addr}/fine").status_code == 200
     finally:
-        out, _ = _stop(proc)
-        out7, _ = _stop(proc7)
+        out, _ = stop(proc)
+        out7, _ = stop(proc7)
     assert "chaos seed 42" in out, out
     assert "1 fault(s) from the config" in out
     assert "chaos seed 7" in out7 and "chaos seed 42" not in out7, out7

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bridge_cli.config.loader import load_config
+from tests.conftest import start_up, stop
 
 
 def run(args, cwd: Path, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
@@ -29,34 +28,6 @@ def env(tmp_path) -> dict:
     e["COLUMNS"] = "200"
     e["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
     return e
-
-
-def start_up(args, cwd: Path, env: dict) -> tuple[subprocess.Popen, dict]:
-    proc = subprocess.Popen([sys.executable, "-m", "bridge_cli", "up", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    control = Path(env["BRIDGE_HOME"]) / "control.json"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if control.exists():
-            try:
-                return proc, json.loads(control.read_text())
-            except ValueError:
-                pass
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            raise AssertionError(f"bridge up exited {proc.returncode}: {err}")
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("bridge up did not write control.json")
-
-
-def stop(proc: subprocess.Popen) -> tuple[str, str]:
-    proc.send_signal(signal.SIGINT)
-    try:
-        return proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.communicate()
 
 
 def test_up_without_config_runs_the_builtin_default_and_status_sees_it(tmp_path, env, upstream):

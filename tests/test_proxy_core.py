@@ -9,8 +9,9 @@ import threading
 import time
 
 import httpx
-import pytest
 from aiohttp import web
+
+from tests.conftest import wait_for as _wait_for
 
 
 def route_config(upstream_url: str, extra: str = "") -> str:
@@ -238,18 +239,6 @@ def test_control_file_is_private_and_removed_on_stop(start_bridge, upstream, bri
     assert not control.exists()
 
 
-def _wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
-
-
-@pytest.fixture
-def wait_for():
-    return _wait_for
 
 
 def test_upstream_credentials_never_reach_status_in_clear(start_bridge, upstream):

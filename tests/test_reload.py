@@ -10,7 +10,7 @@ import time
 import httpx
 from aiohttp import web
 
-from tests.test_proxy_core import _wait_for
+from tests.conftest import wait_for as _wait_for
 
 BASE = """
 version: 2

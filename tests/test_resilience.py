@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import free_env
+from tests.conftest import wait_for as _wait_for
 
 # --- helpers -----------------------------------------------------------------------------
 
@@ -138,15 +139,6 @@ def blackhole():
     bh = Blackhole()
     yield bh
     bh.close()
-
-
-def _wait_for(predicate, timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 def flow_event(b, response: httpx.Response):

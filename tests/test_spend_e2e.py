@@ -36,7 +36,7 @@ from bridge_cli.control.spend_report import ledger
 from bridge_cli.engine.events import BudgetEvent, FlowEvent
 from bridge_cli.engine.pricing import worst_case
 from bridge_cli.store import DiskStore
-from tests.conftest import free_env
+from tests.conftest import free_env, wait_for
 from tests.test_spend import (
     CASES,
     HALF_MICRO,
@@ -65,16 +65,6 @@ def route(name: str, url: str, spend: str, extra: str = "") -> str:
 def config(*routes: str, top: str = "") -> str:
     return ("version: 2\ncontrol: {listen: 127.0.0.1:0}\n" + textwrap.dedent(top)
             + "routes:\n" + "".join(routes))
-
-
-def wait_for(predicate, timeout: float = 5.0, what: str = "condition"):
-    deadline = _time.monotonic() + timeout
-    while _time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        _time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def flows(b) -> list[FlowEvent]:
