@@ -80,11 +80,6 @@ class AttemptResult:
     client_gone: bool = False
 
 
-def is_success(outcome: Outcome) -> bool:
-    """A response is final unless its status asks for a retry; failures are never final."""
-    return outcome.kind == "response"
-
-
 class AttemptLoop:
     """Runs the tries of one request over `order`, the strategy's upstream order."""
 

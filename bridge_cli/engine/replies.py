@@ -54,3 +54,19 @@ def sse_error_event(kind: str, message: str) -> bytes:
     """An in-band SSE error event, for a stream that breaks after bytes were sent."""
     payload = json.dumps({"error": {"type": kind, "message": message}})
     return f"event: error\ndata: {payload}\n\n".encode()
+
+
+# What a request that ended without an acceptable response tells its client, by how the
+# last try failed: (error type, what happened).
+_FAILED_TRY = {
+    "timeout": ("upstream_timeout", "did not answer in time"),
+    "connect": ("upstream_unreachable", "could not be reached"),
+    "reset": ("upstream_reset", "dropped the connection"),
+}
+
+
+def failed_try_reply(route: str, upstream: str | None, kind: str, detail: str) -> Reply:
+    """bridge's JSON error for a request whose last try failed with `kind`
+    (timeout | connect | reset)."""
+    error, what = _FAILED_TRY.get(kind, _FAILED_TRY["reset"])
+    return error_reply(error, f"route '{route}': upstream '{upstream}' {what} ({detail})")

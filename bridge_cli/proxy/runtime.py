@@ -144,7 +144,7 @@ class Bridge:
         self._restore_breakers()
         self.bus.subscribe(self._log_event)
         self.state.session = make_session()
-        self.state.forwarder_port = await self.forwarder.start()
+        await self.forwarder.start()
 
         from bridge_cli.control.server import ControlServer  # control imports proxy state
 

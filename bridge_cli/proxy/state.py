@@ -72,7 +72,6 @@ class LiveState:
     mode_routes: dict[str, str] = field(default_factory=dict)  # mode spec -> route name
     bound: dict[str, tuple[str, int]] = field(default_factory=dict)  # listener -> address
     counters: dict[str, RouteCounters] = field(default_factory=lambda: defaultdict(RouteCounters))
-    forwarder_port: int | None = None
     started_at: float = field(default_factory=time.time)
     rng: random.Random = field(default_factory=random.Random)
     config_path: str | None = None

@@ -33,12 +33,10 @@ class RecordAddon:
         if m is None or m.get("route") or "x-bridge-request-id" in flow.response.headers:
             return
         # Pass-through: bridge's time is the hooks before sending plus the hooks until now.
-        now = time.monotonic()
         before = m.get("sent_at", m["t0"]) - m["t0"]
         after = max(0.0, time.time() - flow.response.timestamp_start)
         flow.response.headers["x-bridge-request-id"] = m["id"]
         flow.response.headers["x-bridge-overhead-ms"] = f"{(before + after) * 1000:.2f}"
-        m["first_byte_t"] = now
 
     def response(self, flow: http.HTTPFlow) -> None:
         self._publish(flow)

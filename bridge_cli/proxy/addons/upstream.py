@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import time
 
 from mitmproxy import http
 
 from bridge_cli.engine.attempts import (
     BREAKER_OPEN,
-    CONNECT,
     RESET,
-    TIMEOUT,
     AttemptLoop,
     Outcome,
 )
 from bridge_cli.engine.chaos import Shaping, corrupt_body
 from bridge_cli.engine.pricing import UsageStripper
-from bridge_cli.engine.replies import error_reply
+from bridge_cli.engine.replies import error_reply, failed_try_reply
 from bridge_cli.proxy.faults import client_hang, faulted_try, injected_response, wait_unless_gone
 from bridge_cli.proxy.flowmeta import apply_reply, bridge_headers, meta, overhead_ms, route_of
 from bridge_cli.proxy.forwarder import Forwarder, Handoff
@@ -119,21 +116,8 @@ class UpstreamAddon:
         elif final.kind == RESET and final.fault is not None:
             m["error"] = "injected_reset"
             flow.kill()  # an injected reset closes the client's connection, no answer
-        elif final.kind == TIMEOUT:
-            apply_reply(flow, error_reply(
-                "upstream_timeout",
-                f"route '{route.name}': upstream '{m['upstream']}' did not answer in time "
-                f"({final.detail})"))
-        elif final.kind == CONNECT:
-            apply_reply(flow, error_reply(
-                "upstream_unreachable",
-                f"route '{route.name}': could not connect to upstream '{m['upstream']}' "
-                f"({final.detail})"))
         else:
-            apply_reply(flow, error_reply(
-                "upstream_reset",
-                f"route '{route.name}': upstream '{m['upstream']}' dropped the connection "
-                f"({final.detail})"))
+            apply_reply(flow, failed_try_reply(route.name, m["upstream"], final.kind, final.detail))
 
     def _sleep_counted(self, m):
         async def sleep(seconds: float) -> None:
@@ -185,4 +169,3 @@ class UpstreamAddon:
         headers["x-bridge-overhead-ms"] = f"{overhead_ms(m):.2f}"
         flow.response.headers = headers
         flow.response.stream = True
-        m["first_byte_t"] = time.monotonic()
