@@ -15,17 +15,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
+from _common import KeepAliveClient, control, pct, start_bridge, stop
 from aiohttp import web
 
 TARGET_DELAY_MS = 10.0
@@ -57,69 +52,7 @@ def start_upstream() -> int:
     return port_box[0]
 
 
-class Client:
-    """One keep-alive HTTP/1.1 connection; returns (status, headers text)."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def get(self, path: str) -> tuple[int, str]:
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-        while b"\r\n\r\n" not in self.buf:
-            self.buf += self.sock.recv(65536)
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        text = head.decode("latin-1")
-        lines = text.split("\r\n")
-        length = next(int(v) for k, _, v in (x.partition(":") for x in lines[1:])
-                      if k.lower() == "content-length")
-        while len(self.buf) < length:
-            self.buf += self.sock.recv(65536)
-        self.buf = self.buf[length:]
-        return int(lines[0].split()[1]), text.lower()
-
-
-def control(home: Path, method: str, path: str, body: dict | None = None) -> dict:
-    info = json.loads((home / "control.json").read_text())
-    req = urllib.request.Request(info["url"] + "/api/v1/" + path, method=method,
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {info['token']}",
-                                          "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.load(r)
-
-
-def start_bridge(tmp: Path, upstream: int, seed: int) -> tuple[subprocess.Popen, Path, int]:
-    home = tmp / "home"
-    cfg = tmp / "bridge.yaml"
-    cfg.write_text(f"""version: 2
-control: {{listen: 127.0.0.1:0}}
-routes:
-  - name: bench
-    listen: 127.0.0.1:0
-    upstreams: [{{name: up, url: "http://127.0.0.1:{upstream}"}}]
-""")
-    proc = subprocess.Popen([sys.executable, "-m", "bridge_cli", "up", "-q", "-c", str(cfg),
-                             "--seed", str(seed)], env={**os.environ, "BRIDGE_HOME": str(home)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            status = control(home, "GET", "status")
-            return proc, home, int(status["listeners"][0]["address"].rsplit(":", 1)[1])
-        except (OSError, ValueError, KeyError, IndexError):
-            time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("bridge did not start")
-
-
-def pct(data: list[float], q: float) -> float:
-    data = sorted(data)
-    return data[min(len(data) - 1, int(q * len(data)))]
-
-
-def timed(client: Client, n: int) -> list[float]:
+def timed(client: KeepAliveClient, n: int) -> list[float]:
     out = []
     for _ in range(n):
         t0 = time.perf_counter()
@@ -141,9 +74,15 @@ def main() -> None:
 
     upstream = start_upstream()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, home, port = start_bridge(Path(tmp), upstream, args.seed)
+        proc, home, port = start_bridge(Path(tmp), f"""version: 2
+control: {{listen: 127.0.0.1:0}}
+routes:
+  - name: bench
+    listen: 127.0.0.1:0
+    upstreams: [{{name: up, url: "http://127.0.0.1:{upstream}"}}]
+""", "--seed", str(args.seed))
         try:
-            client = Client(port)
+            client = KeepAliveClient(port)
             timed(client, 50)  # warm-up
             base = timed(client, args.samples)
             control(home, "POST", "faults", {"name": "slow", "route": "bench",
@@ -154,11 +93,7 @@ def main() -> None:
                                              "probability": "30%"})
             faulted = sum(client.get("/x")[0] == 503 for _ in range(args.requests))
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
 
     added = pct(slow, 0.5) - pct(base, 0.5)
     share = 100.0 * faulted / args.requests

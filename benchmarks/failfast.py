@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+
+from _common import KeepAliveClient, pct, start_bridge, stop
 
 TIMEOUT_MS = 500
 TARGET_P99_MS = 2.0
@@ -53,65 +51,6 @@ def hanging_upstream() -> tuple[int, threading.Event]:
     return srv.getsockname()[1], stop
 
 
-class KeepAliveClient:
-    """A minimal HTTP/1.1 client on one socket, so the client's own cost stays tiny."""
-
-    def __init__(self, port: int) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port))
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.buf = b""
-
-    def get(self, path: str) -> int:
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
-        while b"\r\n\r\n" not in self.buf:
-            self.buf += self.sock.recv(65536)
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        status = int(lines[0].split()[1])
-        length = next(int(v) for k, _, v in (line.partition(":") for line in lines[1:])
-                      if k.lower() == "content-length")
-        while len(self.buf) < length:
-            self.buf += self.sock.recv(65536)
-        self.buf = self.buf[length:]
-        return status
-
-
-def start_bridge(home: Path, upstream_port: int) -> tuple[subprocess.Popen, int]:
-    cfg = home / "bridge.yaml"
-    cfg.write_text(f"""version: 2
-control: {{listen: 127.0.0.1:0}}
-routes:
-  - name: hang
-    listen: 127.0.0.1:0
-    upstreams: [{{name: stuck, url: "http://127.0.0.1:{upstream_port}"}}]
-    timeout: {TIMEOUT_MS}ms
-    breaker: {{failure_rate: 50%, window: 3, min_calls: 3, open_for: 10m}}
-""")
-    env = {**os.environ, "BRIDGE_HOME": str(home / "state")}
-    proc = subprocess.Popen([sys.executable, "-m", "bridge_cli", "up", "-q", "-c", str(cfg)],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    control = home / "state" / "control.json"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if control.exists():
-            import urllib.request
-
-            info = json.loads(control.read_text())
-            req = urllib.request.Request(info["url"] + "/api/v1/status",
-                                         headers={"Authorization": f"Bearer {info['token']}"})
-            with urllib.request.urlopen(req) as r:
-                status = json.load(r)
-            return proc, int(status["listeners"][0]["address"].rsplit(":", 1)[1])
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("bridge did not start")
-
-
-def pct(data: list[float], q: float) -> float:
-    data = sorted(data)
-    return data[min(len(data) - 1, int(q * len(data)))]
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=2000, help="requests with the breaker open")
@@ -120,13 +59,21 @@ def main() -> None:
 
     up_port, stop_upstream = hanging_upstream()
     with tempfile.TemporaryDirectory() as tmp:
-        proc, port = start_bridge(Path(tmp), up_port)
+        proc, _, port = start_bridge(Path(tmp), f"""version: 2
+control: {{listen: 127.0.0.1:0}}
+routes:
+  - name: hang
+    listen: 127.0.0.1:0
+    upstreams: [{{name: stuck, url: "http://127.0.0.1:{up_port}"}}]
+    timeout: {TIMEOUT_MS}ms
+    breaker: {{failure_rate: 50%, window: 3, min_calls: 3, open_for: 10m}}
+""")
         try:
             client = KeepAliveClient(port)
             slow = []
             for _ in range(3):  # each waits out the upstream timeout; the third opens it
                 t0 = time.perf_counter()
-                status = client.get("/work")
+                status, _ = client.get("/work")
                 slow.append((time.perf_counter() - t0) * 1000)
                 assert status == 504, status
             for _ in range(200):  # warm-up
@@ -134,15 +81,11 @@ def main() -> None:
             fast = []
             for _ in range(args.requests):
                 t0 = time.perf_counter()
-                status = client.get("/work")
+                status, _ = client.get("/work")
                 fast.append((time.perf_counter() - t0) * 1000)
                 assert status == 503, status
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            stop(proc)
             stop_upstream.set()
 
     doc = {
