@@ -51,6 +51,16 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+# The load-generator plumbing both benchmarks share, from its first home.
+from overhead import (  # noqa: E402
+    WRK_DONE,
+    _content_length,
+    _request_bytes,
+    _signal_group,
+    accepts,
+    free_port,
+)
+
 HOST = "127.0.0.1"
 PATH = "/v1/models/bench"
 BODY = (b'{"id":"gpt-bench","object":"model","created":1715367049,"owned_by":"system",'
@@ -109,25 +119,6 @@ class Run:
                 _signal_group(p, signal.SIGKILL)
                 p.wait(5)
         self.procs.clear()
-
-
-def _signal_group(p: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(p.pid, sig)  # each child leads its own session (start_new_session)
-    except ProcessLookupError:
-        pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-def accepts(port: int) -> bool:
-    with socket.socket() as s:
-        s.settimeout(0.5)
-        return s.connect_ex((HOST, port)) == 0
 
 
 def start_upstream(run: Run) -> int:
@@ -192,15 +183,6 @@ def fetch(url: str) -> tuple[int, bytes, dict]:
 # --- load generators (each run in a process of its own) --------------------------------------
 
 
-WRK_DONE = r"""
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('BENCH {"requests":%d,"seconds":%.6f,"bad_status":%d,"errors":%d}\n',
-    summary.requests, summary.duration / 1e6, e.status, e.connect + e.read + e.write + e.timeout))
-end
-"""
-
-
 def load_c16(gen: str, url: str, seconds: float, tmp: Path) -> dict:
     if gen == "builtin":
         return _generator({"mode": "c16", "url": url + PATH, "conns": 16, "seconds": seconds},
@@ -228,21 +210,6 @@ def _generator(spec: dict, timeout: float) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"load generator failed: {out.stderr.strip()[-2000:]}")
     return json.loads(out.stdout)
-
-
-def _content_length(head: bytes) -> int:
-    i = head.lower().find(b"\r\ncontent-length:")
-    if i < 0:
-        raise ValueError(f"response without Content-Length: {head[:200]!r}")
-    end = head.find(b"\r\n", i + 2)
-    return int(head[i + 17:end if end >= 0 else None])
-
-
-def _request_bytes(url: str) -> tuple[str, int, bytes]:
-    from urllib.parse import urlsplit
-
-    u = urlsplit(url)
-    return u.hostname, u.port, f"GET {u.path} HTTP/1.1\r\nHost: {u.netloc}\r\nAccept: */*\r\n\r\n".encode()
 
 
 class _Client:
