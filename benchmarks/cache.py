@@ -401,8 +401,9 @@ def dir_bytes(path: Path) -> int:
 
 def store_part(args, tmp: Path) -> dict:
     sys.path.insert(0, str(ROOT))
+    from bridge_cli.common.entry import make_entry
     from bridge_cli.config.model import Cache
-    from bridge_cli.engine.cache import RequestView, key_of, key_parts, make_entry
+    from bridge_cli.engine.cache import RequestView, key_of, key_parts
     from bridge_cli.store.responses import EntryStore
 
     cache = Cache()

@@ -9,10 +9,9 @@ import logging
 
 import pytest
 
+from bridge_cli.common.entry import FORMAT, Entry, make_entry, parse_entry, vary_record
 from bridge_cli.config.model import Cache
 from bridge_cli.engine.cache import (
-    FORMAT,
-    Entry,
     ReplayMode,
     RequestPolicy,
     RequestView,
@@ -23,12 +22,9 @@ from bridge_cli.engine.cache import (
     is_fresh,
     key_of,
     key_parts,
-    make_entry,
-    parse_entry,
     request_policy,
     response_storable,
     split_path,
-    vary_record,
     with_upstream_vary,
 )
 from bridge_cli.store.responses import ResponseStores

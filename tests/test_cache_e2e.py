@@ -24,7 +24,8 @@ import openai
 import pytest
 from aiohttp import web
 
-from bridge_cli.engine.cache import FORMAT, ReplayMode
+from bridge_cli.common.entry import FORMAT
+from bridge_cli.engine.cache import ReplayMode
 from bridge_cli.store.responses import EntryStore
 from tests.conftest import free_env, wait_for
 

@@ -45,13 +45,16 @@ def chaos_with(*faults: Fault, seed: int = 42, clock: Clock | None = None) -> Ch
     return c
 
 
+FAULT_FIELDS = {f.name for f in dataclasses.fields(Fault)}
+
+
 def fault(name: str = "f", **keys) -> Fault:
+    """A fault on route `api`; keys that aren't Fault fields are its actions, parsed
+    (`status=None` leaves status out), and `status: 503` when it has none."""
     keys.setdefault("route", "api")
-    if not any(k in keys for k in ("status", "preset", "latency", "reset", "hang", "throttle",
-                                   "truncate", "corrupt", "sse_cut_after", "sse_delay",
-                                   "slow_first_byte", "jitter")):
-        keys["status"] = 503
-    return Fault(name=name, **keys)
+    actions = {k: keys.pop(k) for k in list(keys) if k not in FAULT_FIELDS}
+    actions = {k: v for k, v in actions.items() if v is not None} or {"status": 503}
+    return Fault(name=name, **keys, actions=actions)
 
 
 def decide(c: Chaos, route: str = "api", upstream: str | None = "primary", method: str = "GET",
@@ -383,7 +386,7 @@ def test_sync_config_follows_the_file_and_keeps_api_faults():
     assert c.faults["also-file"].index == 1  # unchanged: keeps its counters
     c.sync_config([fault("also-file", status=500)])
     assert set(c.faults) == {"also-file", "from-api"}
-    assert c.faults["also-file"].fault.status == 500
+    assert c.faults["also-file"].fault.actions["status"] == 500
     assert c.faults["also-file"].index == 0  # changed: a fresh fault
 
 
@@ -416,7 +419,7 @@ def test_a_bad_fault_header_says_what_is_wrong(value):
 def test_a_header_fault_becomes_a_valid_fault_for_its_route():
     cfg = parse_config(ONE_ROUTE)
     f = parse_fault(parse_fault_header("status=503; latency=300ms") | {"route": "api"}, cfg)
-    assert f.status == 503 and f.latency == pytest.approx(0.3) and f.route == "api"
+    assert f.actions == {"status": 503, "latency": pytest.approx(0.3)} and f.route == "api"
 
 
 @pytest.mark.parametrize(("raw", "words"), [
@@ -458,4 +461,4 @@ def test_snapshot_shows_hits_matches_and_time_left():
 def test_faults_are_frozen_so_sync_config_can_compare_them():
     f = fault()
     with pytest.raises(dataclasses.FrozenInstanceError):
-        f.status = 500  # type: ignore[misc]
+        f.actions = {}  # type: ignore[misc]

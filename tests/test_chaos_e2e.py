@@ -600,7 +600,7 @@ def test_the_same_seed_faults_the_same_requests_across_two_bridges(
     assert 5 <= len(first) <= 35
     # ... and it is exactly what the engine derives from (seed, name, index)
     engine = Chaos(42, lambda: 0.0)
-    engine.add(Fault(name="flaky", route="api", status=503, probability=0.3))
+    engine.add(Fault(name="flaky", route="api", probability=0.3, actions={"status": 503}))
     assert first == {i for i in range(60)
                      if engine.decide("upstream", "api", "primary", "GET", "/x", {})}
 

@@ -1,4 +1,4 @@
-"""engine/redact.py: no secret survives, benign data is untouched, redaction is idempotent."""
+"""common/redact.py: no secret survives, benign data is untouched, redaction is idempotent."""
 
 import re
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from bridge_cli.engine import redact
-from bridge_cli.engine.redact import (
+from bridge_cli.common import redact
+from bridge_cli.common.redact import (
     fingerprint,
     is_secret_header,
     is_secret_param,

@@ -1,5 +1,8 @@
-"""store/: DiskStore on a real diskcache, the pickle refusal, bridge_home and open_store."""
+"""store/: DiskStore on a real diskcache, the pickle refusal, bridge_home and open_store; the
+Store protocol's cache and money reads; the ledger, breaker and cache-entry repositories on
+DiskStore and on a second, in-memory backend; a busy store where money is concerned."""
 
+import json
 import logging
 import os
 import sqlite3
@@ -13,8 +16,25 @@ from pathlib import Path
 import diskcache
 import pytest
 
+from bridge_cli.common.entry import FORMAT, make_entry
+from bridge_cli.common.store import split_key
+from bridge_cli.config.model import Budget
+from bridge_cli.engine.budget import Budgets
 from bridge_cli.errors import StoreError, UsageError
-from bridge_cli.store import DiskStore, Store, bridge_home, make_key, open_store
+from bridge_cli.store import (
+    BreakerStates,
+    DiskStore,
+    Ledger,
+    SavedBreaker,
+    Store,
+    bridge_home,
+    make_key,
+    open_cache_store,
+    open_store,
+)
+from bridge_cli.store.breakers import BREAKER_FORMAT
+from bridge_cli.store.ledger import LEDGER_FORMAT
+from bridge_cli.store.responses import ResponseStores
 
 
 @pytest.fixture
@@ -440,3 +460,238 @@ def test_open_store_names_an_unknown_url_without_its_password(tmp_path):
         open_store("memcached://admin:hunter2hunter2@cache:11211", tmp_path)
     assert "memcached://admin:" in str(e.value)
     assert "hunter2" not in str(e.value)
+
+
+# --- the protocol's reads for the cache and for money ----------------------------------
+
+
+def access_time(store: DiskStore, key: str) -> float:
+    with sqlite3.connect(store.directory / "cache.db") as db:
+        return db.execute("SELECT access_time FROM Cache WHERE key = ?", (key,)).fetchone()[0]
+
+
+def test_peek_reads_without_recording_a_use_and_touch_records_it(tmp_path):
+    with open_cache_store(tmp_path / "cache") as s:
+        s.set("entry:a", {"v": 1})
+        stored = access_time(s, "entry:a")
+        time.sleep(0.01)
+        assert s.peek("entry:a") == {"v": 1}
+        assert s.peek("entry:missing") is None
+        assert access_time(s, "entry:a") == stored  # no write on the read path
+        s.touch(["entry:a", "entry:missing"])
+        assert access_time(s, "entry:a") > stored
+        s.touch([])
+
+
+def test_get_int_reads_counters_and_refuses_what_is_not_one(store):
+    assert store.get_int("budget:committed:x:day") == 0
+    store.incr("budget:committed:x:day", 1500)
+    assert store.get_int("budget:committed:x:day") == 1500
+    store.set("text", "12")
+    with pytest.raises(StoreError, match="not an integer"):
+        store.get_int("text")
+
+
+def test_get_int_on_a_broken_store_is_a_store_error_not_zero(store, monkeypatch):
+    store.incr("budget:committed:x:day", 5)
+
+    def broken(*a, **k):
+        raise sqlite3.OperationalError("disk I/O error")
+
+    monkeypatch.setattr(store._cache, "get", broken)
+    assert store.get("budget:committed:x:day") is None  # records read as a miss
+    with pytest.raises(StoreError, match="disk I/O error"):
+        store.get_int("budget:committed:x:day")  # money does not
+
+
+def test_split_key_undoes_make_key():
+    parts = ["breaker", "r:1", "http://a:8080/50%"]
+    assert split_key(make_key(*parts)) == parts
+
+
+class MemoryStore:
+    """A second backend in a few lines: what the repositories need is all in the protocol."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+        self.touched: list[str] = []
+
+    def get(self, key):
+        return json.loads(json.dumps(self.data[key])) if key in self.data else None
+
+    peek = get
+
+    def get_int(self, key):
+        value = self.data.get(key, 0)
+        if type(value) is not int:
+            raise StoreError(f"{key!r} is not an integer")
+        return value
+
+    def set(self, key, value, ttl=None):
+        self.data[key] = json.loads(json.dumps(value))
+
+    def incr(self, key, delta=1):
+        self.data[key] = self.get_int(key) + delta
+        return self.data[key]
+
+    def delete(self, key):
+        return self.data.pop(key, None) is not None
+
+    def scan(self, prefix):
+        return iter(sorted(k for k in self.data if k.startswith(prefix)))
+
+    def reserve(self, key, amount, limit):
+        if self.get_int(key) + amount > limit:
+            return False
+        self.incr(key, amount)
+        return True
+
+    def release(self, key, amount):
+        self.data[key] = max(self.get_int(key) - amount, 0)
+        return self.data[key]
+
+    def touch(self, keys):
+        self.touched += keys
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(params=["disk", "memory"])
+def backend(request, tmp_path):
+    s = DiskStore(tmp_path / "store") if request.param == "disk" else MemoryStore()
+    yield s
+    s.close()
+
+
+def test_memory_store_satisfies_the_store_protocol():
+    assert isinstance(MemoryStore(), Store)
+
+
+# --- the ledger ----------------------------------------------------------------------
+
+
+NOV_25_NOON = 1_795_608_000.0  # 2026-11-25 12:00 UTC
+
+
+def a_row(ts: float, route: str = "llm", cost: int = 1200) -> dict:
+    return {"ts": ts, "route": route, "upstream": "openai", "model": "gpt-4o-mini",
+            "cost_micros": cost, "saved_micros": 0, "status": "priced", "reason": None,
+            "tokens": {"input_tokens": 10, "output_tokens": 5}, "snapshot": "s", "path": "/v1"}
+
+
+@pytest.fixture
+def utc(monkeypatch):
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_ledger_round_trip_stores_a_format_version(backend, utc):
+    ledger = Ledger(backend)
+    key = ledger.append(a_row(NOV_25_NOON), request_id="req-1")
+    assert key.startswith("ledger:2026-11-25:") and key.endswith("-req-1")
+    assert backend.get(key)["format"] == LEDGER_FORMAT
+    (row,) = ledger.rows("2026-11-01")
+    assert row == {**a_row(NOV_25_NOON), "day": "2026-11-25"}
+    assert ledger.rows("2026-11-26") == []  # since_day filters by the key's day
+    assert ledger.append({**a_row(NOV_25_NOON), "id": "req-2"}).endswith("-req-2")
+
+
+def test_ledger_reads_rows_written_before_it_was_versioned(backend, utc):
+    old = a_row(NOV_25_NOON)  # as the spend addon wrote rows before: no "format"
+    backend.set(make_key("ledger", "2026-11-25", f"{NOV_25_NOON:.6f}-old"), old)
+    Ledger(backend).append(a_row(NOV_25_NOON + 60, cost=300))
+    rows = Ledger(backend).rows("2026-11-25")
+    assert [r["cost_micros"] for r in rows] == [1200, 300]
+
+
+def test_ledger_skips_rows_of_a_newer_format_and_junk(backend, utc, caplog):
+    backend.set(make_key("ledger", "2026-11-25", "1-new"), {**a_row(1), "format": 99})
+    backend.set(make_key("ledger", "2026-11-25", "2-junk"), "not a row")
+    with caplog.at_level(logging.WARNING, logger="bridge.store"):
+        assert Ledger(backend).rows("2000-01-01") == []
+    assert "newer" in caplog.text
+
+
+def test_ledger_remove_forgets_one_route_or_all(backend, utc):
+    ledger = Ledger(backend)
+    for i, route in enumerate(["a", "b", "a"]):
+        ledger.append(a_row(NOV_25_NOON + i, route=route))
+    assert ledger.remove("a") == 2
+    assert [r["route"] for r in ledger.rows("2000-01-01")] == ["b"]
+    assert ledger.remove() == 1 and ledger.rows("2000-01-01") == []
+
+
+# --- breaker state -------------------------------------------------------------------
+
+
+def test_breaker_states_save_open_and_load_all(backend):
+    states = BreakerStates(backend)
+    states.save_open("llm", "http://primary:8080", 1764000000.5)
+    states.save_open("other", "b", 1764000100.0)
+    assert backend.get(BreakerStates.key("llm", "http://primary:8080"))["format"] == BREAKER_FORMAT
+    assert sorted(states.load(), key=lambda s: s.route) == [
+        SavedBreaker("llm", "http://primary:8080", 1764000000.5),
+        SavedBreaker("other", "b", 1764000100.0)]
+    states.save_closed("llm", "http://primary:8080")
+    states.save_closed("never", "saved")
+    assert states.load() == [SavedBreaker("other", "b", 1764000100.0)]
+
+
+def test_breaker_states_read_records_from_before_the_format(backend):
+    backend.set(make_key("breaker", "r", "http://a:8080"), {"state": "open", "opened_at": 17})
+    backend.set(make_key("breaker", "r", "closed"), {"state": "closed"})
+    backend.set(make_key("breaker", "r", "newer"), {"state": "open", "opened_at": 1,
+                                                   "route": "r", "upstream": "newer",
+                                                   "format": BREAKER_FORMAT + 1})
+    assert BreakerStates(backend).load() == [SavedBreaker("r", "http://a:8080", 17.0)]
+
+
+# --- cache entries over the protocol alone -------------------------------------------
+
+
+def test_entry_store_serves_from_any_backend():
+    memory = MemoryStore()
+    es = ResponseStores(Path("/nonexistent"), opener=lambda d, size: memory).cache("api")
+    entry = make_entry(200, [("content-type", "application/json")], b"{}", 1000.0,
+                       {"namespace": "api", "path": "/a"}, "api")
+    es.put("k1", entry, None)
+    assert es.get("k1") == entry
+    assert [(k, s["format"], s["status"]) for k, s in es.summaries()] == [("k1", FORMAT, 200)]
+    es.flush_touches()
+    assert sorted(memory.touched) == ["entry:k1", "idx:k1"]
+    assert es.clear() == 1 and memory.data == {}
+
+
+# --- a busy store, where money is concerned ------------------------------------------
+
+
+@pytest.fixture
+def busy(store):
+    """The store while another process is mid-write (the way the busy test above does it)."""
+    locker = sqlite3.connect(store.directory / "cache.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    yield store
+    locker.execute("ROLLBACK")
+    locker.close()
+
+
+def test_a_busy_store_refuses_a_ledger_row_loudly(busy):
+    with pytest.raises(StoreError, match="busy"):
+        Ledger(busy).append(a_row(NOV_25_NOON))
+
+
+def test_a_busy_store_refuses_a_reservation_and_holds_nothing(busy):
+    budgets = Budgets(busy, lambda: NOV_25_NOON)
+    with pytest.raises(StoreError, match="busy"):
+        budgets.reserve([("route:llm", Budget(limit_usd=50_000)),
+                         ("global", Budget(limit_usd=90_000))], 10_000)
+    assert budgets.committed("route:llm", Budget(limit_usd=50_000)) == 0
+
+
+def test_a_busy_store_refuses_breaker_state_loudly(busy):
+    with pytest.raises(StoreError, match="busy"):
+        BreakerStates(busy).save_open("r", "u", 1.0)

@@ -104,7 +104,7 @@ def ca(
     Example:\n
       bridge ca            # prints the export lines to paste into your shell
     """
-    from bridge_cli.proxy.certs import ensure_ca
+    from bridge_cli.cli.up import ensure_ca  # the one door from cli/ into proxy/
 
     cert = ensure_ca(bridge_home())
     lines = [f"export SSL_CERT_FILE={cert}", f"export REQUESTS_CA_BUNDLE={cert}",

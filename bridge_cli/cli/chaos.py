@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -10,6 +13,7 @@ from rich.table import Table
 
 from bridge_cli.cli.output import console, err_console, print_json
 from bridge_cli.control.client import ControlClient
+from bridge_cli.engine.faults import KINDS, Option
 from bridge_cli.errors import UsageError
 from bridge_cli.store import bridge_home
 
@@ -24,28 +28,57 @@ def _client() -> ControlClient:
     return ControlClient.from_home(bridge_home())
 
 
+def with_kind_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Put one option per config key of every fault kind (engine/faults) where `command`
+    has its `actions` parameter; the command gets them in `actions`, as config keys."""
+    # Typer reads a command's options from its signature: a new kind's flag appears by
+    # rewriting that signature, not by another parameter written here by hand.
+    signature = inspect.signature(command, eval_str=True)
+    kind_options = [option for kind in KINDS.values() for option in kind.options]
+    params: list[inspect.Parameter] = []
+    for param in signature.parameters.values():
+        params += [_kind_parameter(o) for o in kind_options] if param.name == "actions" else [param]
+
+    @functools.wraps(command)
+    def run(**kwargs: Any) -> None:
+        actions = {}
+        for option in kind_options:
+            value = kwargs.pop(option.key)
+            if value is not None and value is not False:
+                actions[option.key] = _config_value(option, value)
+        command(**kwargs, actions=actions)
+
+    run.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]
+    return run
+
+
+# A flag's Python type, and its value when not given, by Option.cli.
+_FLAG_TYPES: dict[type, tuple[Any, Any]] = {
+    str: (str | None, None), int: (int | None, None), bool: (bool, False),
+    list: (list[str] | None, None),
+}  # fmt: skip
+
+
+def _kind_parameter(option: Option) -> inspect.Parameter:
+    hint, default = _FLAG_TYPES[option.cli]
+    return inspect.Parameter(
+        option.key, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=default,
+        annotation=Annotated[hint, typer.Option(option.cli_flag, help=option.help)])
+
+
+def _config_value(option: Option, value: Any) -> Any:
+    """A flag's value as the config key takes it."""
+    if option.cli is list:
+        return _pairs(value, option.cli_flag)
+    return option.from_text(value) if isinstance(value, str) else value
+
+
 @chaos_app.command("inject")
+@with_kind_options
 def inject(
     route: Annotated[str, typer.Option(help="Route to fault, or * for every route.")] = "*",
     name: Annotated[str | None, typer.Option(help="Name (default: route-action-N).")] = None,
-    status: Annotated[int | None, typer.Option(help="Answer with this HTTP status.")] = None,
-    preset: Annotated[str | None, typer.Option(
-        help="A real provider error: openai-429, openai-500, anthropic-429, "
-             "anthropic-529-overloaded, github-403-rate-limit.")] = None,
-    header: Annotated[list[str] | None, typer.Option(
-        "--header", help="Header of the injected answer, NAME:VALUE (repeatable).")] = None,
-    body: Annotated[str | None, typer.Option(help="Body of the injected answer.")] = None,
-    latency: Annotated[str | None, typer.Option(help="Delay before forwarding, e.g. 2s.")] = None,
-    jitter: Annotated[str | None, typer.Option(help="± random extra delay, e.g. 500ms.")] = None,
-    reset: Annotated[bool, typer.Option("--reset", help="Drop the connection, no answer.")] = False,
-    hang: Annotated[str | None, typer.Option(
-        help="Never answer: 'true' (until timeout or the client gives up) or a duration.")] = None,
-    throttle: Annotated[str | None, typer.Option(help="Bandwidth of the body, e.g. 10KB/s.")] = None,
-    slow_first_byte: Annotated[str | None, typer.Option(help="Delay before the first byte.")] = None,
-    truncate: Annotated[str | None, typer.Option(help="Cut the body after N bytes or 50%.")] = None,
-    corrupt: Annotated[bool, typer.Option("--corrupt", help="Malformed JSON body.")] = False,
-    sse_cut_after: Annotated[int | None, typer.Option(help="Cut SSE streams after N events.")] = None,
-    sse_delay: Annotated[str | None, typer.Option(help="Delay between SSE events.")] = None,
+    actions: dict[str, Any] | None = None,  # one option per fault-kind key: with_kind_options
     probability: Annotated[str | None, typer.Option(help="Share of matching requests, e.g. 30%.")] = None,
     every: Annotated[int | None, typer.Option(help="Fault every Nth matching request.")] = None,
     first: Annotated[int | None, typer.Option(help="Fault the first N matching requests.")] = None,
@@ -68,31 +101,14 @@ def inject(
       bridge chaos inject --route api --latency 2s --jitter 500ms --match-path '/v1/**'
     """
     fault: dict = {"route": route}
-    for key, value in (("name", name), ("status", status), ("preset", preset), ("body", body),
-                       ("latency", latency), ("jitter", jitter), ("throttle", throttle),
-                       ("slow_first_byte", slow_first_byte), ("sse_cut_after", sse_cut_after),
-                       ("sse_delay", sse_delay), ("probability", probability), ("every", every),
-                       ("first", first), ("count", count), ("for", for_),
-                       ("upstream", upstream), ("stage", stage)):
+    if name is not None:
+        fault["name"] = name
+    fault |= actions or {}
+    for key, value in (("probability", probability), ("every", every), ("first", first),
+                       ("count", count), ("for", for_), ("upstream", upstream), ("stage", stage)):
         if value is not None:
             fault[key] = value
-    if reset:
-        fault["reset"] = True
-    if corrupt:
-        fault["corrupt"] = True
-    if hang is not None:
-        fault["hang"] = True if hang.lower() in ("true", "yes", "forever") else hang
-    if truncate is not None:
-        fault["truncate"] = int(truncate) if truncate.isdigit() else truncate
-    if header:
-        fault["headers"] = _pairs(header, "--header")
-    match = {}
-    if match_path:
-        match["path"] = match_path
-    if match_method:
-        match["method"] = match_method.upper()
-    if match_header:
-        match["header"] = _pairs(match_header, "--match-header")
+    match = _match(match_path, match_method, match_header)
     if match:
         fault["match"] = match
     answer = _client().add_fault(fault)
@@ -147,6 +163,18 @@ def clear(
         return
     removed = answer["removed"]
     console.print(f"removed {len(removed)} fault(s)" + (f": {', '.join(removed)}" if removed else ""))
+
+
+def _match(path: str | None, method: str | None, header: list[str] | None) -> dict:
+    """The fault's `match:` from the --match-* flags ({} when none is given)."""
+    match: dict = {}
+    if path:
+        match["path"] = path
+    if method:
+        match["method"] = method.upper()
+    if header:
+        match["header"] = _pairs(header, "--match-header")
+    return match
 
 
 def _pairs(items: list[str], flag: str) -> dict[str, str]:

@@ -15,11 +15,12 @@ from rich.markup import escape
 
 from bridge_cli.cli.output import console, err_console
 from bridge_cli.cli.settings import parse_listen_option, resolve_config
+from bridge_cli.common.redact import redact_text, redact_url
 from bridge_cli.config.loader import unenforced_keys
 from bridge_cli.config.model import Config, Control, Proxy
+from bridge_cli.control.view import BridgeView
 from bridge_cli.engine.cache import ReplayMode
 from bridge_cli.engine.events import BreakerEvent, BudgetEvent, FlowEvent, NoticeEvent
-from bridge_cli.engine.redact import redact_text, redact_url
 from bridge_cli.errors import UsageError
 from bridge_cli.store import bridge_home
 from bridge_cli.store.responses import ResponseStores
@@ -125,7 +126,7 @@ async def _serve(cfg: Config, home: Path, path: Path | None, quiet: bool, watch:
     except BaseException:
         await bridge.stop()
         raise
-    _print_listeners(bridge, home)
+    _print_listeners(bridge.view(), home)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bridge.stop()))
@@ -136,25 +137,33 @@ async def _serve(cfg: Config, home: Path, path: Path | None, quiet: bool, watch:
         err_console.print("bridge stopped")
 
 
-def _print_listeners(bridge, home: Path) -> None:
-    state = bridge.state
-    for name, (host, port) in state.bound.items():
-        url = f"http://{host}:{port}"
-        route = state.config.route(name)
-        if route is None:
+def ensure_ca(home: Path) -> Path:
+    """bridge's CA certificate in `home`, created when missing (`bridge ca`)."""
+    from bridge_cli.proxy.runtime import Bridge  # mitmproxy's CA code stays in proxy/
+
+    return Bridge.ensure_ca(home)
+
+
+def _print_listeners(view: BridgeView, home: Path) -> None:
+    """Where to point the app: one line per listener, the control URL and the chaos seed."""
+    config = view.config
+    for lst in view.listeners():
+        url = f"http://{lst.address}"
+        route = config.route(lst.name)
+        if route is None:  # the explicit proxy
             console.print(f"  [bold]proxy[/bold]    {url}   set HTTPS_PROXY={url} "
                           "(HTTPS needs bridge's CA: run `bridge ca`)")
         else:
             ups = ", ".join(redact_url(u.url) for u in route.upstreams)
-            console.print(f"  [bold]{escape(name)}[/bold]   {url}   base URL for the app → {escape(ups)}")
-    for route in state.config.routes:
+            console.print(f"  [bold]{escape(lst.name)}[/bold]   {url}   base URL for the app → {escape(ups)}")
+    for route in config.routes:
         if route.listen is None and route.match is not None:
             console.print(f"  [bold]{route.name}[/bold]   via the proxy: host "
                           f"{route.match.host or '*'} path {route.match.path or '/**'}")
-    console.print(f"  [bold]control[/bold]  {bridge.control.url}   (bridge status)")
+    console.print(f"  [bold]control[/bold]  {view.control_url}   (bridge status)")
     console.print(f"  flow log {home / 'flows.jsonl'}")
-    faults = len(state.chaos.faults)
-    console.print(f"  chaos seed {bridge.seed} (replay this run with --seed {bridge.seed})"
+    faults = len(view.faults())
+    console.print(f"  chaos seed {view.seed} (replay this run with --seed {view.seed})"
                   + (f"; {faults} fault(s) from the config" if faults else ""))
     console.file.flush()
 

@@ -3,18 +3,25 @@
 The schema has already checked shapes and unit formats; what is left here are the checks a
 schema can't express (unique names, references between keys, keys that exclude each other)
 and the conversions. Problems are collected, not raised one by one, so the user sees all of
-them at once; the loader turns their paths into line numbers.
+them at once; the loader turns their paths into line numbers. A fault's actions are parsed
+by their fault kinds (engine/faults/, which imports only config's model and units, never this
+module: no import cycle).
 """
 
 from __future__ import annotations
 
-import difflib
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from bridge_cli.config import units
+from bridge_cli.config.crossref import (
+    ConfigPath,
+    fault_problems,
+    format_path,
+    listen_problems,
+    route_name_problems,
+)
 from bridge_cli.config.model import (
     Backoff,
     Breaker,
@@ -36,15 +43,7 @@ from bridge_cli.config.model import (
     Timeout,
     Upstream,
 )
-
-ConfigPath = tuple[str | int, ...]
-
-# The actions a fault can take; one with none of them would silently do nothing.
-FAULT_ACTIONS = (
-    "latency", "jitter", "status", "headers", "body", "preset", "reset", "hang",
-    "throttle", "slow_first_byte", "truncate", "corrupt", "sse_cut_after", "sse_delay",
-)  # fmt: skip
-_WILDCARD_HOSTS = {"", "0.0.0.0", "::"}
+from bridge_cli.engine.faults import header_values, options
 
 
 class InvalidConfig(Exception):
@@ -53,14 +52,6 @@ class InvalidConfig(Exception):
     def __init__(self, problems: list[tuple[ConfigPath, str]]):
         super().__init__("; ".join(message for _, message in problems))
         self.problems = problems
-
-
-def format_path(path: Sequence[str | int]) -> str:
-    """("routes", 0, "retry") -> "routes[0].retry"."""
-    text = ""
-    for step in path:
-        text += f"[{step}]" if isinstance(step, int) else (f".{step}" if text else step)
-    return text
 
 
 class _Builder:
@@ -238,28 +229,23 @@ class _Builder:
     # ---- chaos ---------------------------------------------------------------------------
 
     def fault(self, raw: dict, path: ConfigPath) -> Fault:
-        if not any(key in raw for key in FAULT_ACTIONS):
+        kinds = options()  # config key -> (its fault kind, its option)
+        if not any(key in raw for key in kinds):
             self.problem(
                 path,
                 f"fault '{raw['name']}' does nothing: add one of "
                 "status, preset, latency, reset, hang, throttle, truncate, ...",
             )
-        return Fault(**self.fields(raw, path, {
+        kwargs = self.fields({k: v for k, v in raw.items() if k not in kinds}, path, {
             "match": lambda v, p: FaultMatch(**self.fields(v, p, {
-                "method": lambda m, _: m.upper(), "header": lambda h, _: _header_values(h)})),
+                "method": lambda m, _: m.upper(), "header": lambda h, _: header_values(h)})),
             "probability": _unit(units.parse_percent),
             "for": _unit(units.parse_duration),
-            "latency": _unit(units.parse_duration),
-            "jitter": _unit(units.parse_duration),
-            "headers": lambda v, p: _header_values(v),
-            "body": lambda v, p: v if isinstance(v, str) else json.dumps(v),
-            "hang": lambda v, p: v if isinstance(v, bool) and v else (
-                None if v is False else units.parse_duration(v)),
-            "throttle": _unit(units.parse_bandwidth),
-            "slow_first_byte": _unit(units.parse_duration),
-            "truncate": lambda v, p: v if isinstance(v, int) else units.parse_percent(v),
-            "sse_delay": _unit(units.parse_duration),
-        }))  # fmt: skip
+        })  # fmt: skip
+        actions = self.fields({k: v for k, v in raw.items() if k in kinds}, path,
+                              {key: _unit(option.parse) for key, (_, option) in kinds.items()})
+        # A kind's parser returns None for "off" (`reset: false`): no action at all.
+        return Fault(**kwargs, actions={k: v for k, v in actions.items() if v is not None})
 
     def chaos(self, raw: dict, path: ConfigPath) -> Chaos:
         faults = tuple(
@@ -268,84 +254,13 @@ class _Builder:
         kwargs = self.fields(raw, path, {"faults": lambda v, p: faults})
         return Chaos(**kwargs)
 
-    # ---- cross-references ----------------------------------------------------------------
-
-    def check_routes(self, routes: list[dict]) -> None:
-        seen: dict[str, int] = {}
-        for i, route in enumerate(routes):
-            name = route["name"]
-            if name in seen:
-                self.problem(
-                    ("routes", i, "name"),
-                    f"route name '{name}' is already used by "
-                    f"routes[{seen[name]}]: route names must be unique",
-                )
-            seen.setdefault(name, i)
-
-    def check_listens(self, config: Config, raw: dict) -> None:
-        """Two listeners can't share a port (port 0 picks a free one each time)."""
-        control_path: ConfigPath = (
-            ("control", "listen") if "listen" in raw.get("control", {}) else ("control",)
-        )
-        listens: list[tuple[ConfigPath, Listen]] = [(control_path, config.control.listen)]
-        if config.proxy is not None:
-            listens.append((("proxy", "listen"), config.proxy.listen))
-        listens += [
-            (("routes", i, "listen"), r.listen)
-            for i, r in enumerate(config.routes)
-            if r.listen is not None
-        ]
-        listens.sort(key=lambda item: _path_key(item[0]))  # report the later one
-        for j, (path, listen) in enumerate(listens):
-            for other_path, other in listens[:j]:
-                if listen.port and listen.port == other.port and _same_host(listen, other):
-                    owner = format_path(other_path)
-                    if other_path == ("control",):
-                        owner = "the control API (its default address; set control.listen)"
-                    self.problem(path, f"{listen} is already used by {owner}")
-                    break
-
-    def check_faults(self, config: Config, raw: dict) -> None:
-        routes = {r.name: r for r in config.routes}
-        seen: dict[str, int] = {}
-        for i, fault in enumerate(config.chaos.faults):
-            path: ConfigPath = ("chaos", "faults", i)
-            if fault.name in seen:
-                self.problem(
-                    (*path, "name"),
-                    f"fault name '{fault.name}' is already used by "
-                    f"chaos.faults[{seen[fault.name]}]",
-                )
-            seen.setdefault(fault.name, i)
-            if fault.route != "*" and fault.route not in routes:
-                self.problem(
-                    (*path, "route"),
-                    f"no route is named '{fault.route}'"
-                    + _did_you_mean(fault.route, routes)
-                    + " (name a route, or * for every route)",
-                )
-                continue
-            if fault.upstream is None:
-                continue
-            scope = list(routes.values()) if fault.route == "*" else [routes[fault.route]]
-            names = [u.name for r in scope for u in r.upstreams]
-            if fault.upstream not in names:
-                where = "no route has" if fault.route == "*" else (f"route '{fault.route}' has no")
-                self.problem(
-                    (*path, "upstream"),
-                    f"{where} upstream named "
-                    f"'{fault.upstream}'"
-                    + _did_you_mean(fault.upstream, names)
-                    + f" (upstreams: {', '.join(dict.fromkeys(names)) or 'none'})",
-                )
-
 
 def build_config(raw: dict, source: str = "<string>", base_dir: Path | None = None) -> Config:
     """The frozen Config of a schema-valid dict; raises InvalidConfig with every problem.
     Relative file paths in it (ca_file, drift.schema) are taken from `base_dir`."""
     b = _Builder(base_dir)
     routes_raw = raw.get("routes", [])
-    b.check_routes(routes_raw)
+    b.problems += route_name_problems(routes_raw)
     routes = tuple(b.route(r, ("routes", i)) for i, r in enumerate(routes_raw))
     kwargs: dict[str, Any] = {
         "version": int(raw["version"]),
@@ -370,8 +285,8 @@ def build_config(raw: dict, source: str = "<string>", base_dir: Path | None = No
     if "budget" in raw:
         kwargs["budget"] = b.budget(raw["budget"], ("budget",))
     config = Config(**kwargs)
-    b.check_listens(config, raw)
-    b.check_faults(config, raw)
+    b.problems += listen_problems(config, raw)
+    b.problems += fault_problems(config)
     if b.problems:
         raise InvalidConfig(b.problems)
     return config
@@ -408,27 +323,3 @@ def _per_request(value: Any, path: ConfigPath) -> int | dict[str, int]:
     if isinstance(value, dict):
         return {method.upper(): units.usd_to_micros(amount) for method, amount in value.items()}
     return units.usd_to_micros(value)
-
-
-def _header_values(headers: dict[str, Any]) -> dict[str, str]:
-    # YAML reads `retry-after: 1` as an int and `x-flag: true` as a bool; headers are text.
-    return {
-        name: (str(v).lower() if isinstance(v, bool) else str(v)) for name, v in headers.items()
-    }
-
-
-def _same_host(a: Listen, b: Listen) -> bool:
-    if a.host in _WILDCARD_HOSTS or b.host in _WILDCARD_HOSTS:
-        return True
-    loopback = {"localhost", "127.0.0.1"}
-    return a.host == b.host or (a.host in loopback and b.host in loopback)
-
-
-def _path_key(path: ConfigPath) -> tuple:
-    order = {"control": 0, "proxy": 1, "routes": 2}
-    return (order[str(path[0])], *(p if isinstance(p, int) else 0 for p in path[1:]))
-
-
-def _did_you_mean(word: str, choices: Any) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""

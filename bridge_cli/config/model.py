@@ -8,6 +8,7 @@ micro-dollars, sizes bytes. Field names are the config keys (the user's words).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 # Defaults that the contract documents (docs/config.md) and the schema repeats.
 DEFAULT_PROXY_LISTEN = "127.0.0.1:8080"
@@ -181,7 +182,8 @@ class FaultMatch:
 
 @dataclass(frozen=True)
 class Fault:
-    """One declared fault (chaos). Units: seconds, bytes, fractions."""
+    """One declared fault (chaos): which tries it hits, and what it does to them.
+    Units: seconds, fractions."""
 
     name: str
     route: str = "*"
@@ -193,21 +195,10 @@ class Fault:
     first: int | None = None
     count: int | None = None
     for_: float | None = None  # seconds; key `for` in YAML
-    # what the fault does (one or more):
-    latency: float | None = None
-    jitter: float | None = None
-    status: int | None = None
-    headers: dict[str, str] = field(default_factory=dict)
-    body: str | None = None
-    preset: str | None = None
-    reset: bool = False
-    hang: float | bool | None = None  # True: until the client gives up; seconds otherwise
-    throttle: int | None = None  # bytes per second
-    slow_first_byte: float | None = None
-    truncate: int | float | None = None  # int bytes, or float fraction of the body
-    corrupt: bool = False
-    sse_cut_after: int | None = None
-    sse_delay: float | None = None
+    # What it does: the keys of its fault kinds (engine/faults/kinds.py), parsed into each
+    # kind's units, e.g. {"status": 503, "latency": 2.0}. One mapping, so that a new kind
+    # needs no field here.
+    actions: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

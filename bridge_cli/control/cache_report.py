@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from bridge_cli.engine.cache import FORMAT, parse_entry
+from bridge_cli.common.entry import FORMAT, parse_entry
 from bridge_cli.errors import UsageError
 from bridge_cli.store.responses import EntryStore, ResponseStores
 

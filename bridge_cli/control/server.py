@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -13,10 +12,8 @@ from bridge_cli.config.model import Listen
 from bridge_cli.control.cache_report import cache_clear, cache_stats
 from bridge_cli.control.reports import faults_report, status_report
 from bridge_cli.control.spend_report import spend_report
-from bridge_cli.errors import UsageError
-
-if TYPE_CHECKING:
-    from bridge_cli.proxy.runtime import Bridge
+from bridge_cli.control.view import BridgeView
+from bridge_cli.errors import StartupError, UsageError
 
 API = "/api/v1"
 
@@ -29,8 +26,8 @@ def _error(status: int, kind: str, message: str) -> web.Response:
 class ControlServer:
     """aiohttp app on bridge's loop; every route needs `Authorization: Bearer <token>`."""
 
-    def __init__(self, bridge: Bridge, token: str) -> None:
-        self.bridge = bridge
+    def __init__(self, view: BridgeView, token: str) -> None:
+        self.view = view
         self.token = token
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
@@ -58,7 +55,11 @@ class ControlServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, listen.host, listen.port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as e:  # port 0 never collides; an explicit port may be taken meanwhile
+            raise StartupError(f"control.listen: {listen} cannot be bound ({e.strerror}); "
+                               "change control.listen (or pass --control-listen)") from None
         host, port = site._server.sockets[0].getsockname()[:2]  # type: ignore[union-attr]
         self.url = f"http://{host}:{port}"
 
@@ -67,11 +68,11 @@ class ControlServer:
             await self._runner.cleanup()
 
     async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(status_report(self.bridge))
+        return web.json_response(status_report(self.view))
 
     async def _reload(self, request: web.Request) -> web.Response:
-        result = await self.bridge.reload()
-        return web.json_response(result.to_dict(), status=200 if result.applied else 422)
+        result = await self.view.reload()
+        return web.json_response(result, status=200 if result["applied"] else 422)
 
     # --- spend -----------------------------------------------------------------------
     async def _spend(self, request: web.Request) -> web.Response:
@@ -79,7 +80,7 @@ class ControlServer:
         loop = asyncio.get_running_loop()
         try:
             data = await loop.run_in_executor(None, lambda: spend_report(
-                self.bridge.store, self.bridge.state.config, since=q.get("since"),
+                self.view.store, self.view.config, since=q.get("since"),
                 by=q.get("by", "route")))
         except UsageError as e:
             return _error(400, "bad_request", str(e))
@@ -87,11 +88,9 @@ class ControlServer:
 
     # --- cache -----------------------------------------------------------------------
     async def _cache(self, request: web.Request) -> web.Response:
-        state = self.bridge.state
-        live = {r.name: dict(state.counters[r.name].cache) if r.name in state.counters else {}
-                for r in state.config.routes}
+        live = {r.name: dict(self.view.route_stats(r.name).cache) for r in self.view.config.routes}
         loop = asyncio.get_running_loop()
-        data = await loop.run_in_executor(None, cache_stats, self.bridge.responses, live)
+        data = await loop.run_in_executor(None, cache_stats, self.view.responses, live)
         return web.json_response(data)
 
     async def _cache_clear(self, request: web.Request) -> web.Response:
@@ -99,7 +98,7 @@ class ControlServer:
         loop = asyncio.get_running_loop()
         try:
             data = await loop.run_in_executor(None, lambda: cache_clear(
-                self.bridge.responses, namespace=q.get("namespace"), route=q.get("route"),
+                self.view.responses, namespace=q.get("namespace"), route=q.get("route"),
                 cassette=q.get("cassette")))
         except UsageError as e:
             return _error(400, "bad_request", str(e))
@@ -107,36 +106,31 @@ class ControlServer:
 
     # --- faults ----------------------------------------------------------------------
     async def _faults(self, request: web.Request) -> web.Response:
-        return web.json_response(faults_report(self.bridge))
+        return web.json_response(faults_report(self.view))
 
     async def _add_fault(self, request: web.Request) -> web.Response:
         try:
             raw = await request.json()
         except ValueError:
             return _error(400, "bad_request", "the body must be a JSON object of fault keys")
-        chaos = self.bridge.state.chaos
         if isinstance(raw, dict) and not raw.get("name"):
-            raw = {**raw, "name": _fresh_name(raw, chaos.faults)}
+            raw = {**raw, "name": _fresh_name(raw, {f["name"] for f in self.view.faults()})}
         try:
-            fault = parse_fault(raw, self.bridge.state.config)
+            fault = parse_fault(raw, self.view.config)
         except UsageError as e:
             return _error(400, "bad_request", str(e))
-        active = chaos.add(fault, "api")
-        return web.json_response({"fault": active.snapshot(chaos.clock()),
-                                  "seed": chaos.seed}, status=201)
+        snapshot = self.view.add_fault(fault)
+        return web.json_response({"fault": snapshot, "seed": self.view.seed}, status=201)
 
     async def _remove_fault(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
-        chaos = self.bridge.state.chaos
-        if not chaos.remove(name):
-            known = ", ".join(chaos.faults) or "none"
+        if not self.view.remove_fault(name):
+            known = ", ".join(f["name"] for f in self.view.faults()) or "none"
             return _error(404, "not_found", f"no active fault is named '{name}' (active: {known})")
         return web.json_response({"removed": [name]})
 
     async def _clear_faults(self, request: web.Request) -> web.Response:
-        names = list(self.bridge.state.chaos.faults)
-        self.bridge.state.chaos.clear()
-        return web.json_response({"removed": names})
+        return web.json_response({"removed": self.view.clear_faults()})
 
 
 def _fresh_name(raw: dict, taken) -> str:

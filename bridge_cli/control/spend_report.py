@@ -12,11 +12,12 @@ import io
 import time
 from collections import defaultdict
 
+from bridge_cli.common.store import Store, make_key, split_key
 from bridge_cli.config.model import Config
 from bridge_cli.engine.budget import Budgets, window_of
 from bridge_cli.engine.money import usd
 from bridge_cli.errors import UsageError
-from bridge_cli.store.base import Store, make_key
+from bridge_cli.store.ledger import Ledger
 
 GROUPS = ("route", "upstream", "model", "day", "status")
 
@@ -38,16 +39,8 @@ def parse_since(value: str | None, now: float) -> str:
 
 
 def ledger(store: Store, since_day: str) -> list[dict]:
-    """Every recorded call from `since_day` (local) on."""
-    rows = []
-    for key in store.scan(make_key("ledger") + ":"):
-        day = key.split(":")[1] if key.count(":") >= 2 else ""
-        if day < since_day:
-            continue
-        row = store.get(key)
-        if isinstance(row, dict):
-            rows.append({**row, "day": day})
-    return rows
+    """Every recorded call from `since_day` (local) on (Ledger.rows; tests/test_spend_e2e.py)."""
+    return Ledger(store).rows(since_day)
 
 
 def spend_report(store: Store, config: Config | None, *, since: str | None = None,
@@ -57,7 +50,7 @@ def spend_report(store: Store, config: Config | None, *, since: str | None = Non
         raise UsageError(f"--by {by!r}: expected one of {', '.join(GROUPS)}")
     now = time.time() if now is None else now
     since_day = parse_since(since, now)
-    rows = ledger(store, since_day)
+    rows = Ledger(store).rows(since_day)
     groups: dict[str, dict] = defaultdict(lambda: {"calls": 0, "cost": 0, "saved": 0,
                                                    "unpriced": 0, "estimated": 0, "tokens": 0})
     for r in rows:
@@ -119,17 +112,14 @@ def reset_spend(store: Store, route: str | None) -> dict:
     scope = f"route:{route}" if route else None
     removed = Budgets(store, time.time).reset(scope) if scope else sum(
         Budgets(store, time.time).reset(s) for s in _scopes(store))
-    ledger_keys = [k for k in store.scan(make_key("ledger") + ":")
-                   if route is None or (isinstance(v := store.get(k), dict) and v.get("route") == route)]
-    for k in ledger_keys:
-        store.delete(k)
-    return {"route": route, "budget_keys": removed, "calls": len(ledger_keys)}
+    calls = Ledger(store).remove(route)
+    return {"route": route, "budget_keys": removed, "calls": calls}
 
 
 def _scopes(store: Store) -> set[str]:
     scopes = set()
     for k in store.scan(make_key("budget") + ":"):
-        parts = k.split(":")
+        parts = split_key(k)
         if len(parts) >= 4:
-            scopes.add(parts[2].replace("%3A", ":"))
+            scopes.add(parts[2])
     return scopes

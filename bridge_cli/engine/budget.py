@@ -15,9 +15,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bridge_cli.common.store import Store, make_key
 from bridge_cli.config.model import Budget
 from bridge_cli.engine.money import usd, usd_short
-from bridge_cli.store.base import Store, make_key
 
 HOUR = 3600.0
 
@@ -115,14 +115,17 @@ class Budgets:
         return make_key("budget", kind, scope, bucket)
 
     def committed(self, scope: str, budget: Budget) -> int:
-        w = window_of(budget, self.wall())
-        return sum(int(self.store.get(self._key("committed", scope, b)) or 0)
-                   for b in (w.bucket, *w.earlier))
+        """Micro-dollars spent or reserved in the current window (StoreError if unreadable)."""
+        return self._sum("committed", scope, budget)
 
     def spent(self, scope: str, budget: Budget) -> int:
+        """Micro-dollars settled in the current window (StoreError if unreadable)."""
+        return self._sum("spent", scope, budget)
+
+    def _sum(self, kind: str, scope: str, budget: Budget) -> int:
         w = window_of(budget, self.wall())
-        return sum(int(self.store.get(self._key("spent", scope, b)) or 0)
-                   for b in (w.bucket, *w.earlier))
+        # get_int, not get: a store that can't answer must not read as nothing spent.
+        return sum(self.store.get_int(self._key(kind, scope, b)) for b in (w.bucket, *w.earlier))
 
     def reserve(self, budgets: list[tuple[str, Budget]], amount: int
                 ) -> tuple[Reservation, Refusal | None]:
@@ -147,13 +150,13 @@ class Budgets:
         for scope, budget in budgets:
             w = window_of(budget, now)
             key = self._key("committed", scope, w.bucket)
-            earlier = sum(int(self.store.get(self._key("committed", scope, b)) or 0)
+            earlier = sum(self.store.get_int(self._key("committed", scope, b))
                           for b in w.earlier)
             limit = budget.limit_usd - earlier
             if self.store.reserve(key, amount, limit):
                 held.append((scope, w.bucket))
                 continue
-            refusal = Refusal(scope, budget.limit_usd, earlier + int(self.store.get(key) or 0),
+            refusal = Refusal(scope, budget.limit_usd, earlier + self.store.get_int(key),
                               w.resets_at, budget.action)
             if budget.action == "block":
                 for s, b in held:

@@ -17,6 +17,7 @@ import genai_prices
 from genai_prices import Usage
 
 from bridge_cli.config.model import Spend
+from bridge_cli.engine.streams import REWRITE, StreamObserver
 
 MICROS = Decimal(1_000_000)
 # genai-prices needs an API flavour for OpenAI; other providers have one shape.
@@ -159,7 +160,7 @@ def sse_data(chunk_text: str) -> list[Any]:
     return out
 
 
-class StreamUsage:
+class StreamUsage(StreamObserver):
     """Rebuilds a response-like object with usage from a provider's SSE events:
     OpenAI's final chunk (`stream_options.include_usage`), the Responses API's
     `response.completed`, Anthropic's `message_start` + `message_delta`, Gemini's
@@ -171,6 +172,11 @@ class StreamUsage:
         self.usage: dict | None = None
         self.gemini: dict | None = None
         self.completed: dict | None = None
+
+    def piece(self, data: bytes) -> bytes:
+        """A stream observer: read each piece the upstream sent, pass it on unchanged."""
+        self.feed(data)
+        return data
 
     def feed(self, data: bytes) -> None:
         self._buf += data.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n")
@@ -307,14 +313,16 @@ def _event_end(buf: bytes) -> int:
     return min(ends) if ends else -1
 
 
-class UsageStripper:
+class UsageStripper(StreamObserver):
     """Drops the usage-only chunk (`"choices": []` with `usage`) from an OpenAI stream whose
     client didn't ask for it (bridge added `stream_options.include_usage` itself)."""
+
+    phase = REWRITE
 
     def __init__(self) -> None:
         self._buf = b""
 
-    def __call__(self, piece: bytes) -> bytes:
+    def piece(self, piece: bytes) -> bytes:
         self._buf += piece
         out = []
         while (end := _event_end(self._buf)) >= 0:
@@ -323,10 +331,14 @@ class UsageStripper:
                 out.append(event)
         return b"".join(out)
 
-    def rest(self) -> bytes:
+    __call__ = piece
+
+    def end(self) -> bytes:
         """Whatever incomplete event is left at the end of the stream."""
         rest, self._buf = self._buf, b""
         return rest
+
+    rest = end
 
     @staticmethod
     def _usage_only(event: bytes) -> bool:

@@ -70,3 +70,30 @@ def failed_try_reply(route: str, upstream: str | None, kind: str, detail: str) -
     (timeout | connect | reset)."""
     error, what = _FAILED_TRY.get(kind, _FAILED_TRY["reset"])
     return error_reply(error, f"route '{route}': upstream '{upstream}' {what} ({detail})")
+
+
+@dataclass(frozen=True)
+class Conclusion:
+    """What the client gets once the attempt loop is done: the final answer (`respond`),
+    bridge's `reply`, or a `kill`ed connection (an injected reset)."""
+
+    action: str  # respond | reply | kill
+    reply: Reply | None = None
+    error: str | None = None  # the error type to record, for a kill
+
+
+def conclude(route: str, upstream: str | None, final_kind: str, final_fault: str | None,
+             detail: str, *, client_gone: bool, all_unavailable: bool) -> Conclusion:
+    """The answer to a request from how its attempt loop ended."""
+    if client_gone:
+        return Conclusion("reply", error_reply("client_gone",
+                                               "the client went away; no more tries"))
+    if all_unavailable and final_kind != "response":
+        return Conclusion("reply", error_reply(
+            "all_upstreams_unavailable",
+            f"every upstream of route '{route}' has an open circuit breaker"))
+    if final_kind == "response":
+        return Conclusion("respond")
+    if final_kind == "reset" and final_fault is not None:
+        return Conclusion("kill", error="injected_reset")  # closes the client's connection
+    return Conclusion("reply", failed_try_reply(route, upstream, final_kind, detail))

@@ -14,12 +14,16 @@ from bridge_cli.proxy.outbound import UpstreamResponse, retry_after_seconds
 HANG_FOREVER = 3600.0  # seconds: `hang: true` at the client stage waits at most this
 
 
-async def wait_unless_gone(seconds: float, sleep: Callable[[float], Awaitable[None]],
-                           client_gone: Callable[[], bool]) -> None:
-    """Sleep `seconds`, waking early when the client has gone."""
-    deadline = time.monotonic() + seconds
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def wait_unless_gone(seconds: float, sleep: Sleep, client_gone: Callable[[], bool],
+                           now: Callable[[], float] = time.monotonic) -> None:
+    """Sleep `seconds` on the clock whose time `now` tells, waking early when the client
+    has gone."""
+    deadline = now() + seconds
     while not client_gone():
-        left = deadline - time.monotonic()
+        left = deadline - now()
         if left <= 0:
             return
         await sleep(min(left, 0.1))
@@ -31,32 +35,34 @@ def injected_response(hit: Hit) -> UpstreamResponse:
     return UpstreamResponse(hit.status, headers, hit.body, raw=None)
 
 
-async def faulted_try(hit: Hit, timeout: Timeout, sleep: Callable[[float], Awaitable[None]],
-                      client_gone: Callable[[], bool]) -> Outcome | None:
+async def faulted_try(hit: Hit, timeout: Timeout, sleep: Sleep, client_gone: Callable[[], bool],
+                      now: Callable[[], float] = time.monotonic) -> Outcome | None:
     """Apply the request-side part of `hit` to a try: an Outcome when the fault ends the
-    try (the upstream is never called), None when the try goes on to the upstream."""
-    started = time.monotonic()
+    try (the upstream is never called), None when the try goes on to the upstream.
+    `sleep` and `now` are one clock's (seconds)."""
+    started = now()
     if hit.delay:
-        await wait_unless_gone(hit.delay, sleep, client_gone)
+        await wait_unless_gone(hit.delay, sleep, client_gone, now)
     name = hit.names[0]
     if hit.status is not None:
         retry_after = retry_after_seconds(hit.headers.get("retry-after"), time.time())
         return Outcome("response", hit.status, retry_after=retry_after,
-                       duration=time.monotonic() - started, handle=injected_response(hit),
+                       duration=now() - started, handle=injected_response(hit),
                        never_left=True, fault=name, detail=f"injected by fault '{name}'")
     if hit.reset:
-        return Outcome(RESET, duration=time.monotonic() - started, never_left=True, fault=name,
+        return Outcome(RESET, duration=now() - started, never_left=True, fault=name,
                        detail=f"connection dropped by fault '{name}'")
     if hit.hang:
         # As if the upstream accepted and never answered: the route's timeout ends it.
         limit = timeout.total if hit.hang is True else min(float(hit.hang), timeout.total)
-        await wait_unless_gone(limit, sleep, client_gone)
-        return Outcome(TIMEOUT, duration=time.monotonic() - started, never_left=True, fault=name,
+        await wait_unless_gone(limit, sleep, client_gone, now)
+        return Outcome(TIMEOUT, duration=now() - started, never_left=True, fault=name,
                        detail=f"fault '{name}' hung the try")
     return None
 
 
-async def client_hang(hit: Hit, client_gone: Callable[[], bool]) -> None:
+async def client_hang(hit: Hit, client_gone: Callable[[], bool], sleep: Sleep = asyncio.sleep,
+                      now: Callable[[], float] = time.monotonic) -> None:
     """`stage: client` hang: hold the answer until the client gives up or the hang ends."""
     seconds = HANG_FOREVER if hit.hang is True else float(hit.hang)
-    await wait_unless_gone(seconds, asyncio.sleep, client_gone)
+    await wait_unless_gone(seconds, sleep, client_gone, now)

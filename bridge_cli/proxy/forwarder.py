@@ -15,14 +15,13 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 
 from bridge_cli.engine.chaos import Shaping
 from bridge_cli.engine.replies import sse_error_event
+from bridge_cli.engine.streams import StreamObserver, pass_end, pass_piece
 from bridge_cli.proxy.outbound import UpstreamResponse
 
 log = logging.getLogger("bridge.forwarder")
@@ -41,10 +40,9 @@ class Handoff:
     # A recorded stream to replay instead of `response.body`: (offset seconds, bytes).
     events: list[tuple[float, bytes]] | None = None
     pacing: bool = False  # replay `events` at their recorded offsets
-    # Called with the (offset, bytes) pieces sent, once the stream completed (cache, record).
-    capture: Callable[[list[tuple[float, bytes]]], None] | None = None
-    observe: Callable[[bytes], None] | None = None  # sees every upstream piece (usage)
-    transform: Any = None  # piece -> piece the client gets, with .rest() at the end
+    # Declared by the addons on the request's record (cache capture, usage, stripping),
+    # in the order pieces pass them (engine/streams.py).
+    observers: tuple[StreamObserver, ...] = ()
     created: float = field(default_factory=time.monotonic)
     bytes_sent: int = 0
     outcome: str = "pending"  # complete | cut | idle_timeout | client_gone
@@ -54,6 +52,15 @@ class Handoff:
     def is_sse(self) -> bool:
         ctype = dict((k.lower(), v) for k, v in self.response.headers).get("content-type", "")
         return ctype.lower().startswith("text/event-stream")
+
+    def complete(self) -> None:
+        """The whole answer went through: tell the observers (storing is best effort)."""
+        self.outcome = "complete"
+        for o in self.observers:
+            try:
+                o.complete()
+            except Exception:
+                log.exception("a stream observer failed on a completed stream")
 
 
 class Forwarder:
@@ -103,65 +110,31 @@ class Forwarder:
         if handoff is None:
             return web.Response(status=410, text="bridge: unknown or expired stream token")
         up = handoff.response
-        shaping = handoff.shaping or Shaping()
         out = web.StreamResponse(status=up.status)
         for k, v in up.headers:
             if k.lower() != "content-length":
                 out.headers.add(k, v)
-        captured: list[tuple[float, bytes]] | None = [] if handoff.capture else None
         pieces = None
         draining = False
-        t0 = time.monotonic()
         try:
+            shaping = handoff.shaping or Shaping()
             if shaping.slow_first_byte:
                 await asyncio.sleep(shaping.slow_first_byte)
             await out.prepare(request)
-            t0 = time.monotonic()
-            length = len(up.body) if up.body is not None else _declared_length(up.headers)
-            limit = shaping.truncate_at(length)
-            pieces = _replay(handoff) if handoff.events is not None else _chunks(handoff)
-            if handoff.is_sse and (shaping.sse_cut_after is not None or shaping.sse_delay):
-                pieces = _sse_events(pieces, shaping)
-            async for piece in pieces:
-                if piece is not _CUT and handoff.observe is not None:
-                    handoff.observe(piece)
-                if piece is not _CUT and handoff.transform is not None:
-                    piece = handoff.transform(piece)
-                if piece is _CUT:
-                    handoff.outcome = "cut"
-                    await self._end_broken(out, handoff, "upstream_reset",
-                                           "the upstream stream was cut (injected fault)")
-                    return out
-                if limit is not None and handoff.bytes_sent + len(piece) >= limit:
-                    await _write(out, piece[: max(0, limit - handoff.bytes_sent)], shaping, handoff)
-                    handoff.outcome = "cut"
-                    await self._end_broken(out, handoff, "upstream_reset",
-                                           "the upstream body was cut short (injected fault)")
-                    return out
-                await _write(out, piece, shaping, handoff)
-                if captured is not None:
-                    captured.append((time.monotonic() - t0, piece))
-            if handoff.transform is not None:
-                await _write(out, handoff.transform.rest(), shaping, handoff)
-            handoff.outcome = "complete"
-            await out.write_eof()
-            if captured is not None:
-                try:
-                    handoff.capture(captured)
-                except Exception:  # storing is best effort; the client already has it all
-                    log.exception("could not keep a completed stream")
+            pieces = _pieces(handoff, shaping)
+            await self._pipe(out, handoff, shaping, pieces)
         except _IdleTimeout:
             handoff.outcome = "idle_timeout"
             await self._end_broken(out, handoff, "upstream_timeout",
                                    f"upstream sent nothing for {handoff.idle_timeout:g}s")
         except (ConnectionResetError, asyncio.CancelledError) as gone:
             handoff.outcome = "client_gone"
-            if captured is not None and pieces is not None:
+            if pieces is not None and any(o.wants_whole for o in handoff.observers):
                 # An SDK closes the stream once it has read `[DONE]`; the upstream's answer
                 # may still be complete: read it to the end (in a task of its own, as this
                 # one may be cancelled) so it can be kept.
                 draining = True
-                asyncio.ensure_future(_drain(pieces, handoff, captured, t0))
+                asyncio.ensure_future(_drain(pieces, handoff))
             if isinstance(gone, asyncio.CancelledError):
                 raise
             return out  # the client left: nothing to tell it, nothing to log
@@ -174,6 +147,30 @@ class Forwarder:
                     up.raw.close()
                 handoff.done.set()
         return out
+
+    async def _pipe(self, out: web.StreamResponse, handoff: Handoff, shaping: Shaping,
+                    pieces) -> None:
+        """Every piece through the observers to the client; a fault may cut it short."""
+        up = handoff.response
+        length = len(up.body) if up.body is not None else _declared_length(up.headers)
+        limit = shaping.truncate_at(length)
+        async for piece in pieces:
+            if piece is _CUT:
+                handoff.outcome = "cut"
+                await self._end_broken(out, handoff, "upstream_reset",
+                                       "the upstream stream was cut (injected fault)")
+                return
+            piece = pass_piece(handoff.observers, piece)
+            if limit is not None and handoff.bytes_sent + len(piece) >= limit:
+                await _write(out, piece[: max(0, limit - handoff.bytes_sent)], shaping, handoff)
+                handoff.outcome = "cut"
+                await self._end_broken(out, handoff, "upstream_reset",
+                                       "the upstream body was cut short (injected fault)")
+                return
+            await _write(out, piece, shaping, handoff)
+        await _write(out, pass_end(handoff.observers), shaping, handoff)
+        await out.write_eof()
+        handoff.complete()
 
     async def _end_broken(self, out: web.StreamResponse, handoff: Handoff, kind: str,
                           message: str) -> None:
@@ -224,27 +221,29 @@ async def _chunks(handoff: Handoff):
         yield chunk
 
 
-async def _drain(pieces, handoff: Handoff, captured: list, t0: float) -> None:
+async def _drain(pieces, handoff: Handoff) -> None:
     """Read what is left of the upstream after the client left; keep it if it completes."""
     try:
         async for piece in pieces:
             if piece is _CUT:
                 return
-            if handoff.observe is not None:
-                handoff.observe(piece)
-            if handoff.transform is not None:
-                piece = handoff.transform(piece)
-            captured.append((time.monotonic() - t0, piece))
-        if handoff.transform is not None:
-            captured.append((time.monotonic() - t0, handoff.transform.rest()))
-        handoff.outcome = "complete"
-        handoff.capture(captured)
+            pass_piece(handoff.observers, piece)
+        pass_end(handoff.observers)
+        handoff.complete()
     except Exception:
         log.debug("a stream whose client left did not complete", exc_info=True)
     finally:
         if handoff.response.raw is not None:
             handoff.response.raw.close()
         handoff.done.set()
+
+
+def _pieces(handoff: Handoff, shaping: Shaping):
+    """The body's pieces: replayed, or read; re-cut into SSE events when a fault acts on them."""
+    pieces = _replay(handoff) if handoff.events is not None else _chunks(handoff)
+    if handoff.is_sse and (shaping.sse_cut_after is not None or shaping.sse_delay):
+        pieces = _sse_events(pieces, shaping)
+    return pieces
 
 
 async def _replay(handoff: Handoff):

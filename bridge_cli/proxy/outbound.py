@@ -168,30 +168,36 @@ async def send_once(
     except (aiohttp.ClientError, OSError) as e:
         return Outcome(RESET, duration=time.monotonic() - started, detail=f"{type(e).__name__}: {e}")
 
-    headers_out = _response_headers(raw)
-    body: bytes | None = None
-    if not wants_stream(raw.status, raw.headers) and req.method != "HEAD":
-        remaining = timeout.total - (time.monotonic() - started)
-        try:
-            body = await asyncio.wait_for(raw.read(), max(remaining, 0.001))
-        except TimeoutError:
-            raw.close()
-            return Outcome(TIMEOUT, duration=time.monotonic() - started, detail=f"body timed out: {url}")
-        except (aiohttp.ClientError, OSError) as e:
-            raw.close()
-            return Outcome(RESET, duration=time.monotonic() - started,
-                           detail=f"body cut: {type(e).__name__}")
-        finally:
-            if body is not None:
-                raw.release()
-    elif req.method == "HEAD":
-        body = b""
+    body: bytes | None = b""
+    if req.method == "HEAD":
         raw.release()
+    elif wants_stream(raw.status, raw.headers):
+        body = None  # left open: the forwarder streams it
+    else:
+        body = await _read_body(raw, timeout.total - (time.monotonic() - started), url)
+        if isinstance(body, str):
+            return Outcome(TIMEOUT if body.startswith("body timed out") else RESET,
+                           duration=time.monotonic() - started, detail=body)
     return Outcome(
         "response",
         status=raw.status,
         retry_after=retry_after_seconds(raw.headers.get("Retry-After"), time.time()),
         duration=time.monotonic() - started,
-        handle=UpstreamResponse(raw.status, headers_out, body, raw),
+        handle=UpstreamResponse(raw.status, _response_headers(raw), body, raw),
         release=raw.close,
     )
+
+
+async def _read_body(raw: aiohttp.ClientResponse, remaining: float, url: str) -> bytes | str:
+    """The whole body within `remaining` seconds, or what went wrong in words (the
+    connection is closed then)."""
+    try:
+        body = await asyncio.wait_for(raw.read(), max(remaining, 0.001))
+    except TimeoutError:
+        raw.close()
+        return f"body timed out: {url}"
+    except (aiohttp.ClientError, OSError) as e:
+        raw.close()
+        return f"body cut: {type(e).__name__}"
+    raw.release()
+    return body

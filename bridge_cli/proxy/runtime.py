@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import secrets
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,28 +29,36 @@ from mitmproxy.addons import (
 from mitmproxy.master import Master
 
 from bridge_cli.config.loader import load_config
-from bridge_cli.config.model import Config, Listen
+from bridge_cli.config.model import Config
+from bridge_cli.control.server import ControlServer
+from bridge_cli.control.view import PROXY_LISTENER
 from bridge_cli.engine.breaker import OPEN, Transition
 from bridge_cli.engine.cache import ReplayMode
 from bridge_cli.engine.chaos import Chaos
+from bridge_cli.engine.clock import Clock
 from bridge_cli.engine.events import BreakerEvent, EventBus, FlowEvent, NoticeEvent
 from bridge_cli.engine.resilience import Resilience
 from bridge_cli.errors import BridgeError, ConfigError, StartupError
+from bridge_cli.proxy.addons import bridge_addons
 from bridge_cli.proxy.addons.cache import CacheAddon
-from bridge_cli.proxy.addons.chaos import HeaderFaultAddon
-from bridge_cli.proxy.addons.record import RecordAddon
-from bridge_cli.proxy.addons.route import RouteAddon
-from bridge_cli.proxy.addons.spend import SpendAddon
-from bridge_cli.proxy.addons.upstream import UpstreamAddon
 from bridge_cli.proxy.forwarder import Forwarder
-from bridge_cli.proxy.listeners import ListenerPlan, check_bindable, free_port, plan_listeners
+from bridge_cli.proxy.listeners import (
+    ListenerPlan,
+    bind_error,
+    check_bindable,
+    pick,
+    plan_listeners,
+    settled_servers,
+)
 from bridge_cli.proxy.outbound import make_session
+from bridge_cli.proxy.snapshot import BridgeSnapshot
 from bridge_cli.proxy.state import LiveState
-from bridge_cli.store import FlowLog, make_key, open_store
+from bridge_cli.store import BreakerStates, FlowLog, open_store
 from bridge_cli.store.responses import ResponseStores
 
 log = logging.getLogger("bridge")
 WATCH_INTERVAL = 0.5  # seconds between looks at the config file
+BIND_TRIES = 5  # ports picked for a port-0 listener before giving up (each taken meanwhile)
 
 
 @dataclass
@@ -82,11 +89,6 @@ def mitmproxy_addons() -> list:
     ]
 
 
-def breaker_key(route: str, upstream: str) -> str:
-    """Store key of a breaker's saved state."""
-    return make_key("breaker", route, upstream)
-
-
 def mitmproxy_confdir(home: Path) -> Path:
     """Where bridge keeps mitmproxy's CA and settings: inside $BRIDGE_HOME."""
     return home / "mitmproxy"
@@ -97,7 +99,7 @@ class Bridge:
 
     def __init__(self, config: Config, home: Path, *, config_path: Path | None = None,
                  watch: bool = True, seed: int | None = None,
-                 replay: ReplayMode | None = None) -> None:
+                 replay: ReplayMode | None = None, clock: Clock | None = None) -> None:
         self.home = home
         self.config_path = config_path
         self.watch = watch
@@ -107,11 +109,12 @@ class Bridge:
         self.bus.subscribe(self.state.on_event)
         self.forwarder = Forwarder()
         self.replay = replay or ReplayMode()
+        self.clock = clock or Clock()  # policy time: tests pass a ManualClock
         self.responses = ResponseStores(home)
         # One seed for every chaos draw: the config's, --seed's, or a random one (printed).
         self.seed = seed if seed is not None else (
             config.chaos.seed if config.chaos.seed is not None else secrets.randbelow(10**6))
-        self.state.chaos = Chaos(self.seed, time.monotonic)
+        self.state.chaos = Chaos(self.seed, self.clock.monotonic)
         self.state.chaos.sync_config(config.chaos.faults)
         self.master: Master | None = None
         self.cache_addon: CacheAddon | None = None
@@ -128,17 +131,16 @@ class Bridge:
     async def start(self) -> None:
         """Bind everything the config asks for, or raise a BridgeError and bind nothing."""
         config = self.state.config
-        control_listen = config.control.listen
-        if control_listen.port == 0:
-            control_listen = Listen(control_listen.host, free_port(control_listen.host))
+        control_listen = config.control.listen  # port 0: the OS picks one as it binds
         self._plans = plan_listeners(config)
         for plan in self._plans:
-            check_bindable(plan.listen, plan.key)
+            if not plan.picked:  # a picked port taken meanwhile is picked again at bind time
+                check_bindable(plan.listen, plan.key)
         check_bindable(control_listen, "control.listen")
 
         self.store = open_store(config.store, self.home)
         self.flowlog = FlowLog(self.home / "flows.jsonl")
-        self.state.resilience = Resilience(clock=time.monotonic, wall=time.time,
+        self.state.resilience = Resilience(clock=self.clock.monotonic, wall=self.clock.wall,
                                            rng=self.state.rng, on_transition=self._on_breaker)
         self.state.resilience.sync(config)
         self._restore_breakers()
@@ -146,9 +148,7 @@ class Bridge:
         self.state.session = make_session()
         await self.forwarder.start()
 
-        from bridge_cli.control.server import ControlServer  # control imports proxy state
-
-        self.control = ControlServer(self, self.token)
+        self.control = ControlServer(self.view(), self.token)
         await self.control.start(control_listen)
         await self._start_master(self._plans)
         self._write_control_file()
@@ -165,16 +165,12 @@ class Bridge:
         confdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         opts = mitm_options.Options()
         self.master = Master(opts)
-        self.cache_addon = CacheAddon(self.state, self.forwarder, self.responses, self.replay)
+        ours = bridge_addons(self.state, self.bus, self.store, self.forwarder, self.responses,
+                             self.clock,
+                             self.replay)
+        self.cache_addon = next(a for a in ours if isinstance(a, CacheAddon))
         self.master.addons.add(*mitmproxy_addons())
-        self.master.addons.add(
-            RouteAddon(self.state),
-            HeaderFaultAddon(self.state),
-            self.cache_addon,
-            SpendAddon(self.state, self.store),
-            UpstreamAddon(self.state, self.forwarder),
-            RecordAddon(self.state),
-        )
+        self.master.addons.add(*ours)
         opts.update(
             mode=[p.spec for p in plans] or [],
             connection_strategy="lazy",
@@ -184,24 +180,54 @@ class Bridge:
         proxy = self.state.config.proxy
         if proxy is not None and proxy.ca_file:
             opts.update(ssl_verify_upstream_trusted_ca=proxy.ca_file)
-        self.state.mode_routes = {p.spec: p.name for p in plans if p.name != "proxy"}
+        self.state.mode_routes = {p.spec: p.name for p in plans if p.name != PROXY_LISTENER}
         self._tasks.append(asyncio.create_task(self.master.run(), name="mitmproxy-master"))
         await self._await_listeners(plans)
 
     async def _await_listeners(self, plans: list[ListenerPlan], timeout: float = 10.0) -> None:
-        """Wait until mitmproxy serves every planned listener; a missing one is fatal."""
-        ps = self.master.addons.get("proxyserver")
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:
-            bound = {s.mode.full_spec: s.listen_addrs for s in ps.servers if s.listen_addrs}
-            missing = [p for p in plans if p.spec not in bound]
-            if not missing and not ps.servers.is_updating:
+        """Wait until mitmproxy serves every planned listener. A port bridge picked that was
+        taken meanwhile is picked again (BIND_TRIES times); any other failure is fatal."""
+        for _ in range(BIND_TRIES):
+            servers = await settled_servers(self.master.addons.get("proxyserver"), plans, timeout)
+            failed = [p for p in plans if not servers[p.spec].listen_addrs]
+            if not failed:
                 break
-            if asyncio.get_running_loop().time() > deadline:
-                p = missing[0] if missing else plans[0]
-                raise StartupError(f"{p.key}: mitmproxy could not listen on {p.listen}")
-            await asyncio.sleep(0.02)
-        self.state.bound = {p.name: tuple(bound[p.spec][0][:2]) for p in plans}
+            plans = self._repick(plans, failed, servers)
+        else:
+            p = failed[0]
+            raise StartupError(f"{p.key}: every free port picked on {p.listen.host} was taken "
+                               f"before it could be bound ({BIND_TRIES} tries); try again")
+        self.state.bound = {p.name: tuple(servers[p.spec].listen_addrs[0][:2]) for p in plans}
+
+    def _repick(self, plans: list[ListenerPlan], failed: list[ListenerPlan],
+                servers: dict) -> list[ListenerPlan]:
+        """New ports for failed picked listeners, handed to mitmproxy; an explicit one raises."""
+        for p in failed:
+            error = servers[p.spec].last_exception
+            if not p.picked and isinstance(error, OSError):
+                raise bind_error(p.listen, p.key, error)
+            if not p.picked:
+                raise StartupError(f"{p.key}: mitmproxy could not listen on {p.listen}: {error}")
+        fresh = {p.name: pick(p) for p in failed}
+        for p in failed:
+            log.info("%s: port %d was taken before bridge could bind it; trying port %d",
+                     p.key, p.listen.port, fresh[p.name].listen.port)
+        plans = [fresh.get(p.name, p) for p in plans]
+        self._plans = plans
+        self.state.mode_routes = {p.spec: p.name for p in plans if p.name != PROXY_LISTENER}
+        self.master.options.update(mode=[p.spec for p in plans])
+        return plans
+
+    def view(self) -> BridgeSnapshot:
+        """The narrow, plain-data view of this bridge that control/ and cli/ use."""
+        return BridgeSnapshot(self)
+
+    @staticmethod
+    def ensure_ca(home: Path) -> Path:
+        """bridge's CA certificate in `home` (created when missing): the PEM to trust."""
+        from bridge_cli.proxy.certs import ensure_ca
+
+        return ensure_ca(home)
 
     def _write_control_file(self) -> None:
         path = self.home / "control.json"
@@ -242,7 +268,7 @@ class Bridge:
         if self.cache_addon is not None:
             # Cached answers still being written land before the stores close.
             await asyncio.get_running_loop().run_in_executor(
-                None, self.cache_addon.writer.shutdown, True)
+                None, self.cache_addon.writer.close)
         if self.store is not None:
             self.store.close()
         self.responses.close()
@@ -256,29 +282,30 @@ class Bridge:
     # --- breakers --------------------------------------------------------------------
     def _on_breaker(self, t: Transition) -> None:
         self.bus.publish(BreakerEvent(t.route, t.upstream, t.old, t.new, t.reason))
-        key = breaker_key(t.route, t.upstream)
-        value = {"state": OPEN, "opened_at": t.opened_at_wall} if t.new == OPEN else None
         # Transitions are rare, but a store write can block: keep it off the event loop.
-        asyncio.get_running_loop().run_in_executor(None, self._persist_breaker, key, value)
+        asyncio.get_running_loop().run_in_executor(None, self._persist_breaker, t)
 
-    def _persist_breaker(self, key: str, value: dict | None) -> None:
+    def _persist_breaker(self, t: Transition) -> None:
+        states = BreakerStates(self.store)
         try:
-            if value is None:
-                self.store.delete(key)
+            if t.new == OPEN and t.opened_at_wall is not None:
+                states.save_open(t.route, t.upstream, t.opened_at_wall)
             else:
-                self.store.set(key, value)
+                states.save_closed(t.route, t.upstream)
         except BridgeError as e:
-            log.warning("could not save breaker state %s: %s", key, e)
+            log.warning("could not save breaker state %s/%s: %s", t.route, t.upstream, e)
 
     def _restore_breakers(self) -> None:
         """Open breakers stay open across a restart, for what is left of open_for."""
+        try:
+            saved = {(s.route, s.upstream): s for s in BreakerStates(self.store).load()}
+        except BridgeError as e:  # a busy store must not stop the start: breakers begin closed
+            log.warning("could not read saved breaker state: %s", e)
+            return
         for name, rr in self.state.resilience.routes.items():
             for upstream, breaker in rr.breakers.items():
-                saved = self.store.get(breaker_key(name, upstream))
-                if isinstance(saved, dict) and saved.get("state") == OPEN:
-                    opened = saved.get("opened_at")
-                    if isinstance(opened, (int, float)):
-                        breaker.restore(float(opened))
+                if (s := saved.get((name, upstream))) is not None:
+                    breaker.restore(s.opened_at)
 
     # --- events ----------------------------------------------------------------------
     def _log_event(self, event) -> None:
@@ -317,7 +344,7 @@ class Bridge:
         plans = plan_listeners(config, previous)
         current = {p.spec for p in self._plans}
         for plan in plans:
-            if plan.spec not in current:  # a new or moved listener must bind first
+            if plan.spec not in current and not plan.picked:  # a new or moved listener binds first
                 check_bindable(plan.listen, plan.key)
         notes = []
         if config.control.listen != old.control.listen:

@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from bridge_cli.config.model import Config, Listen, Route
+from bridge_cli.control.view import PROXY_LISTENER
 from bridge_cli.engine.chaos import Chaos
 from bridge_cli.engine.events import EventBus, FlowEvent
 from bridge_cli.engine.resilience import Resilience
-
-PROXY_LISTENER = "proxy"  # the name of the explicit proxy in listener tables
 
 
 def reverse_spec(listen: Listen) -> str:

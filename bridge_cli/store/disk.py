@@ -17,9 +17,9 @@ from typing import Any
 import diskcache
 from diskcache.core import MODE_BINARY, MODE_RAW, MODE_TEXT, UNKNOWN
 
-from bridge_cli.engine.redact import redact_url
+from bridge_cli.common.redact import redact_url
+from bridge_cli.common.store import Store
 from bridge_cli.errors import StoreError, UsageError
-from bridge_cli.store.base import Store
 
 log = logging.getLogger("bridge.store")
 
@@ -227,7 +227,7 @@ class DiskStore:
         try:
             value, expire_at = self._cache.get(key, expire_time=True)
         except (RefusedValue, ValueError) as e:
-            log.warning("store %s: overwriting unreadable %r: %s", self.directory, key, e)
+            log.warning("store %s: unreadable %r counts as 0: %s", self.directory, key, e)
             return 0, None
         if value is None:
             return 0, None
@@ -236,6 +236,13 @@ class DiskStore:
                 f"store {self.directory}: {key!r} holds a {type(value).__name__}, not an integer"
             )
         return value, expire_at
+
+    def get_int(self, key: str) -> int:
+        """The integer at key, 0 when missing; StoreError when busy or not an integer, so
+        that money is never read as 0 because the store could not answer."""
+        _check_key(key)
+        with self._writing("read", key):
+            return self._read_int(key)[0]
 
     def _write_int(self, key: str, value: int, expire_at: float | None) -> None:
         # Keep the key's expiry: a counter for a period dies with its period.

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bridge_cli.engine.redact import redact_headers, redact_url
+from bridge_cli.common.redact import redact_headers, redact_url
 from bridge_cli.errors import StoreError
 
 log = logging.getLogger("bridge.store")

@@ -4,10 +4,12 @@
                                       `cache.namespace` shares one), LRU at `max_size`
     $BRIDGE_HOME/cassettes/<name>/    a recording (`bridge up --record --cassette NAME`)
 
-In each: "entry:<key>" holds the JSON entry (engine/cache.py's format) and "idx:<key>" a
-small summary (parts, route, status, size, stored_at) that `bridge cache ls` and offline
-misses read without loading bodies. Used by the running proxy and by the CLI directly, so
-reports on stored data work with no bridge running.
+In each: "entry:<key>" holds the JSON entry (common/entry.py's codec, with its FORMAT) and
+"idx:<key>" a small summary (format, parts, route, status, size, stored_at, stream) that
+`bridge cache ls` and offline misses read without loading bodies. Only the Store protocol
+is used; the opener (diskcache by default) decides where a directory's store lives. Used by
+the running proxy and by the CLI directly, so reports on stored data work with no bridge
+running.
 """
 
 from __future__ import annotations
@@ -15,14 +17,17 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bridge_cli.engine.cache import Entry, parse_entry
+from bridge_cli.common.entry import FORMAT, Entry, parse_entry
+from bridge_cli.common.store import Store
 from bridge_cli.errors import StoreError, UsageError
-from bridge_cli.store.disk import DiskStore, open_cache_store
+from bridge_cli.store.disk import open_cache_store
 
 log = logging.getLogger("bridge.cache")
+# (directory, size_limit bytes) -> the store of one namespace or cassette
+Opener = Callable[[Path, int], Store]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
@@ -36,10 +41,12 @@ def _check_name(kind: str, name: str) -> str:
 class EntryStore:
     """One cache namespace or one cassette."""
 
-    def __init__(self, directory: Path, size_limit: int = 2**30) -> None:
+    def __init__(self, directory: Path, size_limit: int = 2**30,
+                 opener: Opener = open_cache_store) -> None:
         self.directory = directory
-        self._store: DiskStore | None = None
+        self._store: Store | None = None
         self._size_limit = size_limit
+        self._opener = opener
         # Entries handed to a writer thread and not on disk yet: read from here meanwhile,
         # so the request right after a miss is already a hit. Touched on the loop thread only.
         self.unwritten: dict[str, Entry] = {}
@@ -47,9 +54,10 @@ class EntryStore:
         self.touched: set[str] = set()
 
     @property
-    def store(self) -> DiskStore:
+    def store(self) -> Store:
+        """The underlying store, opened on first use."""
         if self._store is None:
-            self._store = open_cache_store(self.directory, self._size_limit)
+            self._store = self._opener(self.directory, self._size_limit)
         return self._store
 
     def get(self, key: str) -> Entry | None:
@@ -74,7 +82,8 @@ class EntryStore:
     def put(self, key: str, entry: Entry, ttl: float | None) -> None:
         """Store an entry and its summary (raises StoreError; call off the event loop)."""
         self.store.set(f"entry:{key}", entry.to_json(), ttl)
-        self.store.set(f"idx:{key}", {"parts": entry.parts, "route": entry.route,
+        self.store.set(f"idx:{key}", {"format": FORMAT, "parts": entry.parts,
+                                      "route": entry.route,
                                       "status": entry.status, "size": entry.size,
                                       "stored_at": entry.stored_at,
                                       "stream": entry.events is not None}, ttl)
@@ -82,7 +91,7 @@ class EntryStore:
     def summaries(self) -> Iterator[tuple[str, dict]]:
         """(key, summary) of every entry."""
         for k in self.store.scan("idx:"):
-            summary = self.store.get(k)
+            summary = self.store.peek(k)  # listing is not a use: it must not delay eviction
             if isinstance(summary, dict):
                 yield k.removeprefix("idx:"), summary
 
@@ -109,10 +118,12 @@ class EntryStore:
         return len(keys)
 
     def delete(self, key: str) -> None:
+        """Remove one entry and its summary."""
         self.store.delete(f"entry:{key}")
         self.store.delete(f"idx:{key}")
 
     def close(self) -> None:
+        """Close the underlying store (it reopens on next use)."""
         if self._store is not None:
             self._store.close()
             self._store = None
@@ -121,20 +132,24 @@ class EntryStore:
 class ResponseStores:
     """Every cache namespace and cassette under one $BRIDGE_HOME."""
 
-    def __init__(self, home: Path) -> None:
+    def __init__(self, home: Path, opener: Opener = open_cache_store) -> None:
         self.home = home
+        self._opener = opener
         self._open: dict[tuple[str, str], EntryStore] = {}
 
     def cache(self, namespace: str, size_limit: int = 2**30) -> EntryStore:
+        """A route's cache namespace (size_limit: bytes), opened once."""
         return self._get("cache", _check_name("namespace", namespace), size_limit)
 
     def cassette(self, name: str) -> EntryStore:
+        """A recording, opened once."""
         return self._get("cassettes", _check_name("cassette", name), 2**40)
 
     def _get(self, kind: str, name: str, size_limit: int) -> EntryStore:
         es = self._open.get((kind, name))
         if es is None:
-            es = self._open[(kind, name)] = EntryStore(self.home / kind / name, size_limit)
+            es = EntryStore(self.home / kind / name, size_limit, self._opener)
+            self._open[(kind, name)] = es
         return es
 
     def names(self, kind: str) -> list[str]:
@@ -158,6 +173,7 @@ class ResponseStores:
         return [(es, keys) for es in self._open.values() if (keys := es.take_touches())]
 
     def close(self) -> None:
+        """Close every store opened here."""
         for es in self._open.values():
             es.close()
         self._open.clear()

@@ -1,0 +1,64 @@
+"""bridge's addons, one per step of a request, and the one place that orders them.
+
+mitmproxy calls each hook of each addon in the order they were added, so the order is
+part of the design:
+
+1. RouteAddon        creates the flow's record (proxy/flowstate.py) and picks its route;
+                     every later addon reads the route from the record.
+2. HeaderFaultAddon  turns an allowed `x-bridge-fault` header into a fault for this request,
+                     before the cache, which never serves or keeps a faulted request.
+3. CacheAddon        may answer at once (hit, coalesced, replay): before any reservation is
+                     made and before any upstream is called, so a hit is free. It declares
+                     its stream observer (capture) for answers it will keep.
+4. SpendAddon        notes the request's model and declares the usage observers of a
+                     stream (asking an OpenAI stream for its usage); after the cache, so a
+                     hit has none. In `response` it prices the answer and settles.
+5. BudgetAddon       the guard: reserves the worst case against budgets before anything
+                     leaves, or refuses (402); after the cache, so hits reserve nothing,
+                     and after spend, whose usage request is part of the body sent.
+6. UpstreamAddon     the attempt loop; it hands the stream and the observers declared above
+                     to the forwarder.
+7. KeepAddon         keeps the complete answer the cache addon planned to keep (cache,
+                     cassette) and releases requests that waited for it; a stream is kept
+                     by its capture observer once the forwarder has sent it whole.
+8. RecordAddon       last: publishes one FlowEvent with every decision made above,
+                     including spend's price, which SpendAddon sets in its `response`.
+"""
+
+from __future__ import annotations
+
+from bridge_cli.common.store import Store
+from bridge_cli.engine.budget import Budgets
+from bridge_cli.engine.cache import ReplayMode
+from bridge_cli.engine.clock import Clock
+from bridge_cli.engine.coalesce import InFlight
+from bridge_cli.engine.events import EventBus
+from bridge_cli.proxy.addons.budget import BudgetAddon
+from bridge_cli.proxy.addons.cache import CacheAddon
+from bridge_cli.proxy.addons.chaos import HeaderFaultAddon
+from bridge_cli.proxy.addons.keep import KeepAddon
+from bridge_cli.proxy.addons.record import RecordAddon
+from bridge_cli.proxy.addons.route import RouteAddon
+from bridge_cli.proxy.addons.spend import SpendAddon
+from bridge_cli.proxy.addons.upstream import UpstreamAddon
+from bridge_cli.proxy.cache_writer import CacheWriter
+from bridge_cli.proxy.forwarder import Forwarder
+from bridge_cli.proxy.state import LiveState
+from bridge_cli.store.responses import ResponseStores
+
+
+def bridge_addons(state: LiveState, bus: EventBus, store: Store, forwarder: Forwarder,
+                  responses: ResponseStores, clock: Clock, replay: ReplayMode) -> list:
+    """bridge's addons in the order mitmproxy must call them (see above)."""
+    keep = KeepAddon(CacheWriter(responses, replay.cassette), InFlight(), clock)
+    budgets = Budgets(store, clock.wall)
+    return [
+        RouteAddon(state),
+        HeaderFaultAddon(),
+        CacheAddon(forwarder, responses, replay, keep, clock),
+        SpendAddon(bus, store, budgets),
+        BudgetAddon(bus, budgets),
+        UpstreamAddon(state, forwarder, clock),
+        keep,
+        RecordAddon(bus),
+    ]

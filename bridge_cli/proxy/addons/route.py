@@ -1,4 +1,5 @@
-"""Step 1 of a request: find its route (by listener or host/path) and give it an id."""
+"""Step 1 of a request: find its route (by listener or host/path), give it an id, and
+start its record (proxy/flowstate.py)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from mitmproxy import http
 
 from bridge_cli.engine.replies import error_reply
 from bridge_cli.engine.routing import match_route
-from bridge_cli.proxy.flowmeta import META, apply_reply
+from bridge_cli.proxy.flowstate import KEY, FlowState
+from bridge_cli.proxy.respond import apply_reply
 from bridge_cli.proxy.state import LiveState
 
 
 class RouteAddon:
-    """Marks each flow with `flow.metadata["bridge"]`: id, route name, the config it runs on."""
+    """Gives each flow its FlowState: id, the config it runs on, its route."""
 
     def __init__(self, state: LiveState) -> None:
         self.state = state
@@ -24,18 +26,16 @@ class RouteAddon:
             return
         config = self.state.config  # the flow keeps this one across a reload
         spec = flow.client_conn.proxy_mode.full_spec
-        meta = {
-            "id": uuid.uuid4().hex[:12],
-            "config": config,
-            "t0": time.monotonic(),
-            "ts": time.time(),
-            "route": None,
-            "method": flow.request.method,
-            "url": _client_url(flow),  # before any retargeting
-            "request_bytes": len(flow.request.raw_content or b""),
-            "upstream_s": 0.0,  # seconds spent waiting on upstreams (for overhead)
-        }
-        flow.metadata[META] = meta
+        st = FlowState(
+            id=uuid.uuid4().hex[:12],
+            config=config,
+            t0=time.monotonic(),
+            ts=time.time(),
+            method=flow.request.method,
+            url=_client_url(flow),  # before any retargeting
+            request_bytes=len(flow.request.raw_content or b""),
+        )
+        flow.metadata[KEY] = st
         if spec.startswith("reverse:"):
             route = self.state.route_for_mode(spec, config)
             if route is None:  # its route was removed by a reload while the listener closes
@@ -43,8 +43,7 @@ class RouteAddon:
                 return
         else:
             route = match_route(config, flow.request.pretty_host, flow.request.path)
-        if route is not None:
-            meta["route"] = route.name
+        st.route = route
 
 
 def _client_url(flow: http.HTTPFlow) -> str:

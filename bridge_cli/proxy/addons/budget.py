@@ -1,0 +1,58 @@
+"""Step 3 of a request: the guard. Reserve the request's worst case against its budgets
+before it leaves, or refuse it (engine/budget.py decides; SpendAddon settles it later).
+Rate limits will join here."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mitmproxy import http
+
+from bridge_cli.engine import spend as policy
+from bridge_cli.engine.budget import Budgets, Refusal
+from bridge_cli.engine.events import BudgetEvent, EventBus
+from bridge_cli.engine.money import usd
+from bridge_cli.engine.pricing import worst_case
+from bridge_cli.engine.replies import error_reply
+from bridge_cli.errors import StoreError
+from bridge_cli.proxy.flowstate import FlowState, routed
+from bridge_cli.proxy.respond import apply_reply
+
+
+class BudgetAddon:
+    """Budget reservations by each request's worst case; a refusal is bridge's 402."""
+
+    def __init__(self, bus: EventBus, budgets: Budgets) -> None:
+        self.bus = bus
+        self.budgets = budgets
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        if (got := routed(flow)) is None:
+            return
+        st, route = got
+        budgets = policy.budgets_of(route, st.config)
+        if route.spend is not None and budgets:  # without spend there is no price to hold
+            await self._reserve(flow, st, budgets)
+
+    async def _reserve(self, flow: http.HTTPFlow, st: FlowState, budgets) -> None:
+        amount = worst_case(st.route.spend, flow.request.method,
+                            flow.request.raw_content or b"", st.config.pricing)
+        try:
+            reservation, refusal = await asyncio.get_running_loop().run_in_executor(
+                None, self.budgets.reserve, budgets, amount)
+        except StoreError as e:
+            # A busy or broken store must not let a budget be passed silently: refuse.
+            apply_reply(flow, error_reply("budget_exceeded",
+                                          f"bridge could not check the budget ({e}); try again"))
+            return
+        if refusal is not None:
+            self._announce(refusal, amount)
+            if refusal.action == "block":
+                apply_reply(flow, error_reply("budget_exceeded", refusal.message(amount),
+                                              extra=refusal.detail()))
+                return
+        st.spend.reservation = reservation
+
+    def _announce(self, r: Refusal, amount: int) -> None:
+        self.bus.publish(BudgetEvent(r.scope, "exceeded", usd(r.committed + amount),
+                                     usd(r.limit), r.action))

@@ -1,0 +1,236 @@
+"""SpendAddon and BudgetAddon alone: what a request asks the upstream for, what an answer
+costs, what the ledger keeps, and refusals by budget. Real diskcache store in tmp_path;
+helpers shared with test_addons.py."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import genai_prices
+import pytest
+from mitmproxy.test import taddons
+
+from bridge_cli.engine.budget import Budgets
+from bridge_cli.engine.clock import ManualClock
+from bridge_cli.engine.events import BudgetEvent, EventBus
+from bridge_cli.engine.pricing import StreamUsage, UsageStripper, to_micros, worst_case
+from bridge_cli.engine.replies import error_reply
+from bridge_cli.proxy.addons.budget import BudgetAddon
+from bridge_cli.proxy.addons.spend import SpendAddon
+from bridge_cli.proxy.respond import apply_reply
+from bridge_cli.store import Ledger, open_store
+from tests.test_addons import arrive, config, error_of, eventually, st, upstream_answer
+from tests.test_spend import chat_body, chat_usage
+
+LLM = """\
+version: 2
+routes:
+  - name: llm
+    listen: 127.0.0.1:8082
+    upstreams: [{name: openai-up, url: "http://127.0.0.1:9"}]
+    spend: {provider: openai, inject_usage: true}
+    budget: {limit_usd: %(limit)s, period: day, action: %(action)s}
+"""
+CHAT = "/v1/chat/completions"
+QUESTION = {"model": "gpt-4o", "messages": [{"role": "user", "content": "Capital of France?"}],
+            "max_tokens": 100}
+
+
+def llm(limit: str = "100", action: str = "block"):
+    return config(LLM % {"limit": limit, "action": action})
+
+
+def ask(cfg, body: dict = QUESTION):
+    return arrive(cfg, "llm", CHAT, method="POST", body=body)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = open_store(None, tmp_path)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def bus_events():
+    bus, events = EventBus(), []
+    bus.subscribe(events.append)
+    return bus, events
+
+
+def spend_addon(bus, store) -> SpendAddon:
+    return SpendAddon(bus, store, Budgets(store, ManualClock().wall))
+
+
+def ledger(store) -> list[dict]:
+    return Ledger(store).rows("2000-01-01")
+
+
+# --- SpendAddon ------------------------------------------------------------------------------
+
+
+def test_inject_usage_asks_an_openai_stream_for_usage_and_strips_it_for_the_client(
+        store, bus_events):
+    addon = spend_addon(bus_events[0], store)
+    f = ask(llm(), {**QUESTION, "stream": True})
+    with taddons.context(addon):
+        addon.request(f)
+    sent = json.loads(f.request.content)
+    assert sent["stream_options"] == {"include_usage": True}
+    assert sent["messages"] == QUESTION["messages"]
+    assert f.request.headers["content-length"] == str(len(f.request.raw_content))
+    assert st(f).spend.request_model == "gpt-4o" and st(f).spend.strip_usage
+    assert [type(o) for o in st(f).stream.observers] == [StreamUsage, UsageStripper]
+
+
+@pytest.mark.parametrize("body", [QUESTION, {**QUESTION, "stream": True,
+                                             "stream_options": {"include_usage": True}}])
+def test_a_request_that_needs_no_usage_asked_for_is_sent_unchanged(store, bus_events, body):
+    addon = spend_addon(bus_events[0], store)
+    f = ask(llm(), body)
+    before = f.request.raw_content
+    with taddons.context(addon):
+        addon.request(f)
+    assert f.request.raw_content == before
+    assert not st(f).spend.strip_usage
+    assert [type(o) for o in st(f).stream.observers] == [StreamUsage]  # usage is still read
+
+
+async def test_a_200_with_openai_usage_is_priced_and_kept_in_the_ledger(store, bus_events):
+    addon = spend_addon(bus_events[0], store)
+    answer = chat_body("gpt-4o-2024-08-06", chat_usage(1200, 300, cached=1024))
+    f = ask(llm())
+    with taddons.context(addon):
+        addon.request(f)
+        st(f).tries.upstream = "openai-up"
+        f.response = upstream_answer(200, json.dumps(answer).encode())
+        addon.response(f)
+        addon.error(f)  # a later hook must not price it twice
+    priced = st(f).spend.priced
+    want = genai_prices.extract_usage(answer, provider_id="openai", api_flavor="chat")
+    assert priced.status == "priced"
+    assert priced.cost == to_micros(want.calc_price().total_price) > 0
+    (row,) = await eventually(lambda: ledger(store), what="a ledger row")
+    assert (row["route"], row["upstream"], row["status"], row["path"]) == (
+        "llm", "openai-up", "priced", CHAT)
+    assert row["cost_micros"] == priced.cost and row["model"] == priced.model
+
+
+@pytest.mark.parametrize("failure", ["bridge error", "upstream 500"])
+async def test_an_answer_that_failed_is_free_and_gives_its_reservation_back(
+        store, bus_events, failure):
+    bus, _ = bus_events
+    cfg = llm()
+    budgets = Budgets(store, ManualClock().wall)
+    spend, guard = SpendAddon(bus, store, budgets), BudgetAddon(bus, budgets)
+    budget = cfg.route("llm").budget
+    f = ask(cfg)
+    with taddons.context(spend, guard):
+        spend.request(f)
+        await guard.request(f)
+        assert budgets.committed("route:llm", budget) > 0
+        if failure == "bridge error":
+            apply_reply(f, error_reply("upstream_unreachable", "no answer"))
+        else:
+            f.response = upstream_answer(500, b'{"error": {"message": "oops"}}')
+        spend.response(f)
+    assert st(f).spend.priced.status == "free"
+    assert st(f).spend.priced.cost == 0
+    await eventually(lambda: budgets.committed("route:llm", budget) == 0, what="released")
+    assert ledger(store) == []
+
+
+async def test_a_cache_hit_costs_nothing_and_the_ledger_counts_what_it_saved(store, bus_events):
+    addon = spend_addon(bus_events[0], store)
+    answer = json.dumps(chat_body("gpt-4o-2024-08-06", chat_usage(1200, 300))).encode()
+    f = ask(llm())
+    s = st(f)
+    s.cache.status, s.cache.served_body = "hit", answer  # as CacheAddon serves a hit
+    f.response = upstream_answer(200, answer)
+    with taddons.context(addon):
+        addon.response(f)
+    assert (s.spend.priced.status, s.spend.priced.cost) == ("saved", 0)
+    (row,) = await eventually(lambda: ledger(store), what="a ledger row")
+    assert row["cost_micros"] == 0 and row["saved_micros"] > 0
+
+
+# --- BudgetAddon -----------------------------------------------------------------------------
+
+
+async def test_a_request_within_its_budget_holds_its_worst_case(store, bus_events):
+    cfg = llm()
+    budgets = Budgets(store, ManualClock().wall)
+    guard = BudgetAddon(bus_events[0], budgets)
+    f = ask(cfg)
+    with taddons.context(guard):
+        await guard.request(f)
+    want = worst_case(cfg.route("llm").spend, "POST", f.request.raw_content)
+    assert f.response is None
+    assert st(f).spend.reservation.amount == want > 0
+    assert budgets.committed("route:llm", cfg.route("llm").budget) == want
+    assert bus_events[1] == []
+
+
+async def test_a_request_over_a_blocking_budget_is_refused_402_and_announced(store, bus_events):
+    bus, events = bus_events
+    cfg = llm(limit="0.000001")
+    budgets = Budgets(store, ManualClock().wall)
+    guard = BudgetAddon(bus, budgets)
+    f = ask(cfg)
+    with taddons.context(guard):
+        await guard.request(f)
+    assert f.response.status_code == 402
+    assert error_of(f) == "budget_exceeded"
+    err = json.loads(f.response.content)["error"]
+    assert (err["budget"], err["limit_usd"]) == ("route:llm", "0.000001")
+    (event,) = events
+    assert isinstance(event, BudgetEvent)
+    assert (event.scope, event.what, event.action) == ("route:llm", "exceeded", "block")
+    assert st(f).spend.reservation is None
+    assert budgets.committed("route:llm", cfg.route("llm").budget) == 0
+
+
+async def test_a_warn_budget_lets_the_request_go_and_announces_it(store, bus_events):
+    bus, events = bus_events
+    guard = BudgetAddon(bus, Budgets(store, ManualClock().wall))
+    f = ask(llm(limit="0.000001", action="warn"))
+    with taddons.context(guard):
+        await guard.request(f)
+    assert f.response is None and st(f).spend.reservation.amount > 0
+    (event,) = events
+    assert (event.what, event.action) == ("exceeded", "warn")
+
+
+async def test_a_busy_store_refuses_the_request_rather_than_pass_an_unchecked_budget(
+        store, bus_events):
+    guard = BudgetAddon(bus_events[0], Budgets(store, ManualClock().wall))
+    f = ask(llm())
+    locker = sqlite3.connect(store.directory / "cache.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")  # another process is mid-write
+    try:
+        with taddons.context(guard):
+            await guard.request(f)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    assert f.response.status_code == 402
+    assert error_of(f) == "budget_exceeded"
+    assert st(f).spend.reservation is None
+
+
+async def test_a_route_without_spend_reserves_nothing_even_under_a_global_budget(
+        store, bus_events):
+    cfg = config("""\
+        version: 2
+        budget: {limit_usd: 0.000001, period: day}
+        routes:
+          - name: api
+            listen: 127.0.0.1:8081
+            upstreams: [http://127.0.0.1:9]
+        """)
+    guard = BudgetAddon(bus_events[0], Budgets(store, ManualClock().wall))
+    f = arrive(cfg, "api", method="POST", body=QUESTION)
+    with taddons.context(guard):
+        await guard.request(f)
+    assert f.response is None and st(f).spend.reservation is None
