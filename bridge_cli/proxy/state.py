@@ -1,6 +1,6 @@
 """What the addons share while bridge runs: the live config, its listeners, counters.
 
-A flow keeps the config it started with (`flow.metadata["bridge"]["config"]`), so a reload
+A flow keeps the config it started with (its FlowState's `config`), so a reload
 swaps `LiveState.config` without touching requests in flight.
 """
 
