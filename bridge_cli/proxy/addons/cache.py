@@ -43,7 +43,7 @@ class CacheAddon:
                 apply_reply(flow, plans.unrouted_offline(flow.request.pretty_host))
             return
         st, route = got
-        if st.faults.from_header:
+        if st.faults.from_header and not self.mode.offline:
             return  # a faulted request is never answered from, or kept in, the cache
         plan = plans.plan_request(self._view(flow, route), route.cache, self.mode, route.name)
         if plan is None:
