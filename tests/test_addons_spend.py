@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from concurrent.futures import ThreadPoolExecutor
 
 import genai_prices
 import pytest
@@ -30,6 +29,7 @@ from bridge_cli.proxy.cache_writer import CacheWriter
 from bridge_cli.proxy.forwarder import Forwarder, Handoff
 from bridge_cli.proxy.outbound import UpstreamResponse
 from bridge_cli.proxy.respond import apply_reply, respond
+from bridge_cli.proxy.settler import Settler
 from bridge_cli.store import Ledger, open_store
 from bridge_cli.store.responses import ResponseStores
 from tests.test_addons import arrive, config, error_of, st, upstream_answer
@@ -80,21 +80,40 @@ def bus_events():
     return bus, events
 
 
+SETTLERS: list[Settler] = []
+
+
 @pytest.fixture
 async def settled():
     """`await settled()`: the spend addon's work behind the request (settling, the ledger,
-    alerts) is done. The loop's default executor gets one worker, so work runs in order."""
+    alerts: the settler's thread) is done."""
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(1))
 
     async def wait() -> None:
-        await loop.run_in_executor(None, lambda: None)
+        for settler in SETTLERS:
+            assert await loop.run_in_executor(None, settler.flush)
+        await asyncio.sleep(0)  # alerts are published on the loop
 
-    return wait
+    yield wait
+    for settler in SETTLERS:
+        settler.close(1.0)
+    SETTLERS.clear()
+
+
+def spending(bus, budgets) -> SpendAddon:
+    """A SpendAddon whose settler publishes on `bus` from the loop, as a running bridge's."""
+    try:
+        loop = asyncio.get_running_loop()
+        publish = lambda e: loop.call_soon_threadsafe(bus.publish, e)  # noqa: E731
+    except RuntimeError:  # a test without a loop: nothing will be published
+        publish = bus.publish
+    settler = Settler(budgets.store, budgets, publish)
+    SETTLERS.append(settler)
+    return SpendAddon(settler, ManualClock())
 
 
 def spend_addon(bus, store) -> SpendAddon:
-    return SpendAddon(bus, store, Budgets(store, ManualClock().wall))
+    return spending(bus, Budgets(store, ManualClock().wall))
 
 
 def ledger(store) -> list[dict]:
@@ -158,7 +177,7 @@ async def test_an_answer_that_failed_is_free_and_gives_its_reservation_back(
     bus, _ = bus_events
     cfg = llm()
     budgets = Budgets(store, ManualClock().wall)
-    spend, guard = SpendAddon(bus, store, budgets), BudgetAddon(bus, budgets)
+    spend, guard = spending(bus, budgets), BudgetAddon(bus, budgets)
     budget = cfg.route("llm").budget
     f = ask(cfg)
     with taddons.context(spend, guard):
@@ -196,7 +215,7 @@ async def test_a_settled_cost_past_the_alert_threshold_is_announced_once(store, 
     bus, events = bus_events
     cfg = llm(limit="0.01", alert="10%")
     budgets = Budgets(store, ManualClock().wall)
-    spend, guard = SpendAddon(bus, store, budgets), BudgetAddon(bus, budgets)
+    spend, guard = spending(bus, budgets), BudgetAddon(bus, budgets)
     answer = json.dumps(chat_body("gpt-4o-2024-08-06", chat_usage(1200, 300))).encode()
     with taddons.context(spend, guard):
         for _ in (1, 2):

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
-import sys
-import textwrap
 import threading
 import time
 from collections import Counter
@@ -26,8 +24,19 @@ from aiohttp import web
 
 from bridge_cli.common.entry import FORMAT
 from bridge_cli.engine.cache import ReplayMode
+from bridge_cli.engine.clock import ManualClock
 from bridge_cli.store.responses import EntryStore
-from tests.conftest import free_env, wait_for
+from tests.conftest import (
+    bridge_cmd,
+    cli_env,
+    config_yaml,
+    control_get,
+    flow_event,
+    route_yaml,
+    start_up,
+    stop,
+    wait_for,
+)
 
 TOKEN_A = "sk-proj-AliceAliceAlice0123456789abcdef"
 TOKEN_B = "sk-proj-BobBobBobBob9876543210fedcba"
@@ -37,22 +46,10 @@ USERS = {f"Bearer {TOKEN_A}": "alice", f"Bearer {TOKEN_B}": "bob"}
 # --- helpers -------------------------------------------------------------------------------
 
 
-def route(name: str, url: str, cache: str | None = None, extra: str = "") -> str:
-    """One reverse route's YAML; `cache` is the flow mapping of `cache:` ("{}" for defaults)."""
-    text = (f"  - name: {name}\n    listen: 127.0.0.1:0\n"
-            f'    upstreams: [{{name: up, url: "{url}"}}]\n')
-    if cache is not None:
-        text += f"    cache: {cache}\n"
-    if extra:
-        text += textwrap.indent(textwrap.dedent(extra).strip("\n"), "    ") + "\n"
-    return text
-
-
-def config(*routes: str, proxy: bool = False) -> str:
-    text = "version: 2\ncontrol: {listen: 127.0.0.1:0}\n"
-    if proxy:
-        text += "proxy: {listen: 127.0.0.1:0}\n"
-    return text + "routes:\n" + "".join(routes)
+def route(name: str, url: str, cache: str | None = None) -> str:
+    """A route to one upstream (`up`); `cache` is the flow mapping of `cache:` ("{}" for
+    defaults, None for no cache)."""
+    return route_yaml(name, ("up", url), cache=cache)
 
 
 def numbered(upstream, path: str, *, status: int = 200, headers: dict | None = None,
@@ -92,14 +89,16 @@ def cache_of(r: httpx.Response) -> str | None:
     return r.headers.get("x-bridge-cache")
 
 
-def flow_event(b, r: httpx.Response):
-    rid = r.headers["x-bridge-request-id"]
-
-    def find():
-        return next((e for e in b.events() if getattr(e, "id", None) == rid), None)
-
-    wait_for(lambda: find() is not None, what="flow event")
-    return find()
+def on_disk(directory: Path) -> list[dict]:
+    """The summaries of what a response store (cache namespace, cassette) holds on disk,
+    read through a second handle as another process would; [] before it exists."""
+    if not directory.exists():
+        return []
+    es = EntryStore(directory)
+    try:
+        return [summary for _, summary in es.summaries()]
+    finally:
+        es.close()
 
 
 # --- hits, misses, age, ttl ---------------------------------------------------------------------
@@ -107,7 +106,8 @@ def flow_event(b, r: httpx.Response):
 
 def test_miss_then_hit_with_age_until_the_ttl_expires(start_bridge, upstream, client):
     numbered(upstream, "/v1/models")
-    b = start_bridge(config(route("api", upstream.url, "{ttl: 2s}")))
+    clock = ManualClock()
+    b = start_bridge(config_yaml(route("api", upstream.url, "{ttl: 2s}")), clock=clock)
     url = b.url("api") + "/v1/models"
     first = client.get(url)
     assert first.status_code == 200 and cache_of(first) == "miss"
@@ -116,14 +116,14 @@ def test_miss_then_hit_with_age_until_the_ttl_expires(start_bridge, upstream, cl
     hit = client.get(url)
     assert hit.status_code == 200 and cache_of(hit) == "hit"
     assert hit.json() == first.json() and hit.headers["content-type"] == first.headers["content-type"]
-    assert int(hit.headers["age"]) in (0, 1)
+    assert hit.headers["age"] == "0"
     assert calls(upstream, "/v1/models") == 1
     assert flow_event(b, hit).cache == "hit" and flow_event(b, first).cache == "miss"
 
-    time.sleep(1.1)
+    clock.advance(1.1)
     older = client.get(url)
-    assert cache_of(older) == "hit" and int(older.headers["age"]) >= 1
-    time.sleep(1.0)  # past the 2 s ttl
+    assert cache_of(older) == "hit" and older.headers["age"] == "1"
+    clock.advance(1.0)  # past the 2 s ttl
     expired = client.get(url)
     assert cache_of(expired) == "miss" and expired.json()["n"] == 2
     assert calls(upstream, "/v1/models") == 2
@@ -133,7 +133,7 @@ def test_miss_then_hit_with_age_until_the_ttl_expires(start_bridge, upstream, cl
 
 def test_no_cache_and_refresh_refetch_and_update_the_entry(start_bridge, upstream, client):
     numbered(upstream, "/r")
-    b = start_bridge(config(route("api", upstream.url, "{}")))
+    b = start_bridge(config_yaml(route("api", upstream.url, "{}")))
     url = b.url("api") + "/r"
     assert client.get(url).json()["n"] == 1
     assert cache_of(client.get(url)) == "hit"
@@ -159,7 +159,7 @@ def test_query_order_and_json_canonicalisation_hit_a_different_body_misses(
         start_bridge, upstream, client):
     numbered(upstream, "/q")
     numbered(upstream, "/v1/chat")
-    b = start_bridge(config(route("api", upstream.url, "{methods: [GET, POST]}")))
+    b = start_bridge(config_yaml(route("api", upstream.url, "{methods: [GET, POST]}")))
     base = b.url("api")
     assert cache_of(client.get(base + "/q?a=1&b=2")) == "miss"
     swapped = client.get(base + "/q?b=2&a=1")
@@ -181,7 +181,7 @@ def test_query_order_and_json_canonicalisation_hit_a_different_body_misses(
 def test_ignore_query_and_ignore_body_fields_leave_volatile_parts_out(start_bridge, upstream, client):
     numbered(upstream, "/s")
     numbered(upstream, "/v1/chat")
-    b = start_bridge(config(route(
+    b = start_bridge(config_yaml(route(
         "api", upstream.url,
         "{methods: [GET, POST], ignore_query: [request_id], ignore_body_fields: [user, metadata.trace_id]}")))
     base = b.url("api")
@@ -201,7 +201,7 @@ def test_ignore_query_and_ignore_body_fields_leave_volatile_parts_out(start_brid
 
 def test_vary_config_separates_entries_by_header(start_bridge, upstream, client):
     numbered(upstream, "/greet", extra=lambda r: {"lang": r.headers.get("Accept-Language")})
-    b = start_bridge(config(route("api", upstream.url, "{vary: [accept-language]}")))
+    b = start_bridge(config_yaml(route("api", upstream.url, "{vary: [accept-language]}")))
     url = b.url("api") + "/greet"
     en, de = {"Accept-Language": "en"}, {"Accept-Language": "de"}
     assert cache_of(client.get(url, headers=en)) == "miss"
@@ -215,7 +215,7 @@ def test_vary_config_separates_entries_by_header(start_bridge, upstream, client)
 def test_upstream_vary_makes_a_two_level_entry(start_bridge, upstream, client):
     numbered(upstream, "/greet", headers={"Vary": "Accept-Language"},
              extra=lambda r: {"lang": r.headers.get("Accept-Language")})
-    b = start_bridge(config(route("api", upstream.url, "{}")))  # no `vary:` in the config
+    b = start_bridge(config_yaml(route("api", upstream.url, "{}")))  # no `vary:` in the config
     url = b.url("api") + "/greet"
     en, fr = {"Accept-Language": "en"}, {"Accept-Language": "fr"}
     assert cache_of(client.get(url, headers=en)) == "miss"
@@ -234,7 +234,7 @@ def test_coalescing_never_hands_a_vary_answer_to_a_request_it_does_not_fit(
         start_bridge, upstream, client):
     numbered(upstream, "/greet", headers={"Vary": "Accept-Language"}, delay=0.6,
              extra=lambda r: {"lang": r.headers.get("Accept-Language")})
-    b = start_bridge(config(route("api", upstream.url, "{}")))
+    b = start_bridge(config_yaml(route("api", upstream.url, "{}")))
     url = b.url("api") + "/greet"
     langs = ["en", "fr", "de", "fr", "en", "de"]
     barrier = threading.Barrier(len(langs))
@@ -251,7 +251,7 @@ def test_coalescing_never_hands_a_vary_answer_to_a_request_it_does_not_fit(
 def test_two_api_keys_never_share_an_entry_and_no_key_is_stored_in_clear(
         start_bridge, upstream, client):
     numbered(upstream, "/v1/me", extra=lambda r: {"user": USERS.get(r.headers.get("Authorization"))})
-    b = start_bridge(config(route("api", upstream.url, "{}")),
+    b = start_bridge(config_yaml(route("api", upstream.url, "{}")),
                      replay=ReplayMode(record=True))  # cassettes on disk too
     url = b.url("api") + "/v1/me"
     alice = {"Authorization": f"Bearer {TOKEN_A}"}
@@ -287,7 +287,7 @@ def test_methods_statuses_and_upstream_cache_control(start_bridge, upstream, cli
     numbered(upstream, "/broken", status=500)
     numbered(upstream, "/nostore", headers={"Cache-Control": "no-store"})
     numbered(upstream, "/private", headers={"Cache-Control": "private, max-age=60"})
-    b = start_bridge(config(
+    b = start_bridge(config_yaml(
         route("get_only", upstream.url, "{}"),
         route("posts", upstream.url, "{methods: [GET, POST], statuses: [200, 404]}"),
         route("override", upstream.url, "{override: true}")))
@@ -324,7 +324,7 @@ def test_a_namespace_is_shared_by_two_routes(start_bridge, upstream_factory, cli
     one, two = upstream_factory(), upstream_factory()
     numbered(one, "/shared")
     numbered(two, "/shared")
-    b = start_bridge(config(route("first", one.url, "{namespace: llm}"),
+    b = start_bridge(config_yaml(route("first", one.url, "{namespace: llm}"),
                             route("second", two.url, "{namespace: llm}"),
                             route("alone", two.url, "{}")))
     r1 = client.get(b.url("first") + "/shared")
@@ -346,7 +346,7 @@ def test_max_size_is_respected_least_recently_used_first(start_bridge, upstream,
     upstream.on("/big", large)
     for i in range(24):
         upstream.on(f"/big/{i}", large)
-    b = start_bridge(config(route("api", upstream.url, "{max_size: 1MB}")))
+    b = start_bridge(config_yaml(route("api", upstream.url, "{max_size: 1MB}")))
     base = b.url("api")
     for i in range(24):  # ~3.2 MB of entries into a 1 MB cache; /big is read in between
         assert cache_of(client.get(f"{base}/big/{i}")) == "miss"
@@ -396,7 +396,7 @@ def test_sse_is_cached_whole_and_replayed_as_the_same_stream_optionally_paced(
         return resp
 
     upstream.on("/v1/stream", sse)
-    b = start_bridge(config(route("fast", upstream.url, "{}"),
+    b = start_bridge(config_yaml(route("fast", upstream.url, "{}"),
                             route("paced", upstream.url, "{replay_pacing: true}")))
     for name in ("fast", "paced"):
         url = b.url(name) + "/v1/stream"
@@ -422,7 +422,7 @@ def test_sse_is_cached_whole_and_replayed_as_the_same_stream_optionally_paced(
 def test_a_corrupt_or_other_format_entry_is_a_miss_and_a_warning(
         start_bridge, upstream, client, caplog):
     numbered(upstream, "/c")
-    b = start_bridge(config(route("api", upstream.url, "{}")))
+    b = start_bridge(config_yaml(route("api", upstream.url, "{}")))
     url = b.url("api") + "/c"
     assert client.get(url).json()["n"] == 1
     settled(b)
@@ -471,7 +471,7 @@ def test_50_identical_requests_reach_a_slow_upstream_once(start_bridge, upstream
         return web.json_response(payload)
 
     upstream.on("/slow", slow)
-    b = start_bridge(config(route("api", upstream.url, "{}")))
+    b = start_bridge(config_yaml(route("api", upstream.url, "{}")))
     responses = fifty(b.url("api") + "/slow")
     assert calls(upstream, "/slow") == 1
     assert all(r.status_code == 200 for r in responses)
@@ -482,7 +482,7 @@ def test_50_identical_requests_reach_a_slow_upstream_once(start_bridge, upstream
 
 def test_non_cacheable_requests_are_never_coalesced(start_bridge, upstream):
     numbered(upstream, "/slow", delay=0.5)
-    b = start_bridge(config(route("api", upstream.url, "{}"), route("plain", upstream.url)))
+    b = start_bridge(config_yaml(route("api", upstream.url, "{}"), route("plain", upstream.url)))
     posts = fifty(b.url("api") + "/slow", method="POST")  # POST is not in `methods`
     assert calls(upstream, "/slow") == 50
     assert sorted(r.json()["n"] for r in posts) == list(range(1, 51))
@@ -496,7 +496,7 @@ def test_non_cacheable_requests_are_never_coalesced(start_bridge, upstream):
 
 def test_a_faulted_answer_is_never_cached_nor_recorded(start_bridge, upstream, client):
     numbered(upstream, "/f")
-    b = start_bridge(config(route("api", upstream.url, "{}")),
+    b = start_bridge(config_yaml(route("api", upstream.url, "{}")),
                      replay=ReplayMode(record=True, cassette="chaos"))
     url = b.url("api") + "/f"
     b.control().add_fault({"route": "api", "name": "garble", "corrupt": True})
@@ -538,7 +538,7 @@ def record_upstream(upstream) -> None:
 def test_record_then_offline_replays_without_contacting_any_upstream(
         start_bridge, upstream, client):
     record_upstream(upstream)
-    cfg = config(route("api", upstream.url, "{}"), route("plain", upstream.url),
+    cfg = config_yaml(route("api", upstream.url, "{}"), route("plain", upstream.url),
                  route("unrecorded", upstream.url), proxy=True)
     rec = start_bridge(cfg, replay=ReplayMode(record=True, routes=frozenset({"api", "plain"})))
     alice = {"Authorization": f"Bearer {TOKEN_A}"}
@@ -609,7 +609,7 @@ def test_record_then_offline_replays_without_contacting_any_upstream(
 
 def test_record_keeps_responses_served_from_the_cache_too(start_bridge, upstream, client):
     numbered(upstream, "/ok")
-    cfg = config(route("api", upstream.url, "{}"))
+    cfg = config_yaml(route("api", upstream.url, "{}"))
     warm = start_bridge(cfg)  # an earlier session filled the cache
     assert cache_of(client.get(warm.url("api") + "/ok")) == "miss"
     settled(warm)
@@ -654,7 +654,7 @@ def test_the_openai_sdk_gets_the_recorded_completion_offline(start_bridge, upstr
         return web.json_response(COMPLETION, headers={"x-request-id": "req_123"})
 
     upstream.on("/v1/chat/completions", completions)
-    cfg = config(route("openai", upstream.url))
+    cfg = config_yaml(route("openai", upstream.url))
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello!"}]
 
     def ask(url: str, api_key: str, content: str | None = None):
@@ -707,7 +707,7 @@ def test_a_stream_the_sdk_read_to_done_is_cached_whole(start_bridge, upstream):
         return resp
 
     upstream.on("/v1/chat/completions", completions)
-    b = start_bridge(config(route("openai", upstream.url, "{methods: [POST]}")))
+    b = start_bridge(config_yaml(route("openai", upstream.url, "{methods: [POST]}")))
     with httpx.Client(trust_env=False) as http:
         sdk = openai.OpenAI(base_url=b.url("openai") + "/v1", api_key=TOKEN_A, max_retries=0,
                             http_client=http)
@@ -718,8 +718,9 @@ def test_a_stream_the_sdk_read_to_done_is_cached_whole(start_bridge, upstream):
 
         first = stream()
         assert "".join(c["choices"][0]["delta"].get("content") or "" for c in first) == "Hello!"
-        time.sleep(0.5)
-        settled(b)
+        # kept once the upstream ends the body, 0.3 s after [DONE]: until then a second
+        # request would be coalesced onto the first, not answered from the cache
+        wait_for(lambda: on_disk(b.home / "cache" / "openai"), what="the stream in the cache")
         again = stream()
     assert again == first
     assert calls(upstream, "/v1/chat/completions") == 1  # the second was a hit
@@ -728,33 +729,15 @@ def test_a_stream_the_sdk_read_to_done_is_cached_whole(start_bridge, upstream):
 # --- the `bridge` CLI ---------------------------------------------------------------------------
 
 
-def cli_env(home: Path) -> dict:
-    env = free_env()
-    env["BRIDGE_HOME"] = str(home)
-    env["COLUMNS"] = "200"
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-    return env
-
-
-def bridge_cmd(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bridge_cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
-
-
 class Up:
     """`bridge up ARGS` as a subprocess, until stop()."""
 
     def __init__(self, args: list[str], env: dict, cwd: Path) -> None:
-        from tests.test_cli import start_up
-
         self.proc, control = start_up(args, cwd, env)
-        status = httpx.get(control["url"] + "/api/v1/status", trust_env=False,
-                           headers={"Authorization": f"Bearer {control['token']}"}).json()
+        status = control_get(control, "status")
         self.urls = {x["name"]: f"http://{x['address']}" for x in status["listeners"]}
 
     def stop(self) -> tuple[str, str]:
-        from tests.test_cli import stop
-
         out = stop(self.proc)
         assert self.proc.returncode == 0, out[1]
         return out
@@ -772,7 +755,8 @@ def test_cache_stats_ls_and_clear_from_the_cli(tmp_path, upstream, client):
     numbered(upstream, "/b")
     numbered(upstream, "/x")
     cfg = tmp_path / "bridge.yaml"
-    cfg.write_text(config(route("api", upstream.url, "{}"), route("other", upstream.url, "{}")))
+    cfg.write_text(config_yaml(route("api", upstream.url, "{}"),
+                               route("other", upstream.url, "{}")))
     env = cli_env(tmp_path / "home")
     up = Up(["-q", "-c", str(cfg)], env, tmp_path)
     try:
@@ -780,7 +764,9 @@ def test_cache_stats_ls_and_clear_from_the_cli(tmp_path, upstream, client):
         got = [cache_of(client.get(api + p)) for p in ("/a", "/a", "/a", "/b")]
         assert got == ["miss", "hit", "hit", "miss"]
         assert cache_of(client.get(other + "/x")) == "miss"
-        time.sleep(0.3)  # the write-behind
+        cache = tmp_path / "home" / "cache"
+        wait_for(lambda: (len(on_disk(cache / "api")), len(on_disk(cache / "other"))) == (2, 1),
+                 what="the write-behind")
 
         st = bridge_cmd(["cache", "stats", "--json"], env, tmp_path)
         assert st.returncode == 0, st.stderr
@@ -828,7 +814,7 @@ def test_record_route_export_import_and_offline_from_the_cli(tmp_path, upstream,
     numbered(upstream, "/v1/models")
     numbered(upstream, "/side")
     cfg = tmp_path / "bridge.yaml"
-    cfg.write_text(config(route("openai", upstream.url), route("side", upstream.url)))
+    cfg.write_text(config_yaml(route("openai", upstream.url), route("side", upstream.url)))
     home, fresh = tmp_path / "home", tmp_path / "teammate"
     env, env2 = cli_env(home), cli_env(fresh)
 
@@ -841,7 +827,7 @@ def test_record_route_export_import_and_offline_from_the_cli(tmp_path, upstream,
         models = client.get(up.urls["openai"] + "/v1/models")
         assert client.get(up.urls["side"] + "/side").status_code == 200
         assert (chat.status_code, models.status_code) == (200, 200)
-        time.sleep(0.3)
+        wait_for(lambda: len(on_disk(home / "cassettes" / "team")) == 2, what="the recording")
     finally:
         _, err = up.stop()
     assert "recording into cassette 'team'" in err
@@ -893,7 +879,7 @@ def test_record_route_export_import_and_offline_from_the_cli(tmp_path, upstream,
 
 def test_up_refuses_record_with_offline_and_an_unknown_record_route(tmp_path, upstream):
     cfg = tmp_path / "bridge.yaml"
-    cfg.write_text(config(route("api", upstream.url)))
+    cfg.write_text(config_yaml(route("api", upstream.url)))
     env = cli_env(tmp_path / "home")
     both = bridge_cmd(["up", "-c", str(cfg), "--record", "--offline"], env, tmp_path)
     assert both.returncode == 2 and "--record and --offline" in both.stderr

@@ -26,20 +26,11 @@ from bridge_cli.engine.chaos import (
     resolve_answer,
     shaping_of,
 )
+from tests.conftest import FakeClock
 
 
-class Clock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def chaos_with(*faults: Fault, seed: int = 42, clock: Clock | None = None) -> Chaos:
-    c = Chaos(seed, clock or Clock())
+def chaos_with(*faults: Fault, seed: int = 42, clock: FakeClock | None = None) -> Chaos:
+    c = Chaos(seed, clock or FakeClock())
     for f in faults:
         c.add(f, "config")
     return c
@@ -174,7 +165,7 @@ def test_count_removes_the_fault_after_n_hits():
 
 
 def test_for_expires_the_fault_after_its_duration():
-    clock = Clock()
+    clock = FakeClock()
     c = chaos_with(fault(for_=300.0), clock=clock)
     assert decide(c) is not None
     clock.now += 120
@@ -447,7 +438,7 @@ def test_describe_says_what_a_fault_does_and_where():
 
 
 def test_snapshot_shows_hits_matches_and_time_left():
-    clock = Clock()
+    clock = FakeClock()
     c = chaos_with(fault(probability=1.0, count=10, for_=60.0), clock=clock)
     for _ in range(4):
         decide(c)

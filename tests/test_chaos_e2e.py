@@ -7,13 +7,11 @@ x-bridge-* headers and the FlowEvent, so a fault that silently does nothing fail
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import statistics
 import subprocess
 import sys
-import textwrap
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -25,30 +23,27 @@ from aiohttp import web
 
 from bridge_cli.config.model import Fault
 from bridge_cli.engine.chaos import Chaos
+from bridge_cli.engine.clock import ManualClock
 from bridge_cli.testing import bridge_fault, fault  # noqa: F401 - bridge_fault is a fixture
-from tests.conftest import free_env, start_up, stop
+from tests.conftest import (
+    breaker_moves,
+    bridge_cmd,
+    cli_env,
+    config_yaml,
+    control_get,
+    counting_sse,
+    flow_event,
+    json_answer,
+    one_route,
+    openai_sdk,
+    route_yaml,
+    start_up,
+    stop,
+    tries,
+)
 from tests.conftest import wait_for as _wait_for
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-def route(name: str, *upstreams, extra: str = "") -> str:
-    """One route's YAML: `upstreams` are (name, url); `extra` is YAML at the route's level."""
-    lines = [f"  - name: {name}", "    listen: 127.0.0.1:0", "    upstreams:"]
-    lines += [f'      - {{name: {n}, url: "{u}"}}' for n, u in upstreams]
-    lines += ["    " + line for line in textwrap.dedent(extra).strip("\n").splitlines()]
-    return "\n".join(lines) + "\n"
-
-
-def config(*routes: str, chaos: str = "") -> str:
-    text = "version: 2\ncontrol: {listen: 127.0.0.1:0}\nroutes:\n" + "".join(routes)
-    if chaos:
-        text += "chaos:\n" + textwrap.indent(textwrap.dedent(chaos).strip("\n"), "  ") + "\n"
-    return text
-
-
-def one_route(upstream_url: str, extra: str = "", chaos: str = "") -> str:
-    return config(route("api", ("primary", upstream_url), extra=extra), chaos=chaos)
 
 
 def inject(b, **keys) -> str:
@@ -61,50 +56,8 @@ def active(b) -> dict[str, dict]:
     return {f["name"]: f for f in b.control().faults()["faults"]}
 
 
-def flow_event(b, response: httpx.Response | None = None, rid: str | None = None):
-    rid = rid or response.headers["x-bridge-request-id"]
-
-    def find():
-        return next((e for e in b.events() if e.kind == "flow" and e.id == rid), None)
-
-    _wait_for(lambda: find() is not None)
-    return find()
-
-
-def tries(event) -> list[tuple[str, str, str | None]]:
-    return [(t.upstream, t.outcome, t.fault) for t in event.tries]
-
-
-def breaker_moves(b, upstream: str) -> list[tuple[str, str]]:
-    return [(e.old, e.new) for e in b.events() if e.kind == "breaker" and e.upstream == upstream]
-
-
 def faulted(r: httpx.Response) -> bool:
     return "x-bridge-fault" in r.headers
-
-
-def json_answer(payload: dict, status: int = 200, content_type: str = "application/json"):
-    async def handler(request: web.Request) -> web.Response:
-        return web.Response(status=status, body=json.dumps(payload).encode(),
-                            content_type=content_type)
-
-    return handler
-
-
-def sse(n: int, gap: float = 0.0):
-    """An SSE upstream sending `n` events `data: 0` ... `data: n-1`, then a clean end."""
-
-    async def handler(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        for i in range(n):
-            await resp.write(f"data: {i}\n\n".encode())
-            if gap:
-                await asyncio.sleep(gap)
-        await resp.write_eof()
-        return resp
-
-    return handler
 
 
 def read_all(c: httpx.Client, url: str) -> tuple[httpx.Response, bytes, Exception | None]:
@@ -136,17 +89,8 @@ def data_lines(lines) -> list[str]:
     return [line for _, line in lines if line.startswith("data: ") and "{" not in line]
 
 
-def sdk_for(b) -> openai.OpenAI:
-    """The official openai SDK pointed at bridge's `api` route, without its own retries."""
-    return openai.OpenAI(base_url=b.url("api") + "/v1", api_key="sk-test", max_retries=0,
-                         http_client=httpx.Client(trust_env=False))
-
-
 def cli(args: list[str], home: Path, columns: int = 200) -> subprocess.CompletedProcess:
-    env = free_env() | {"BRIDGE_HOME": str(home), "COLUMNS": str(columns),
-                        "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    return subprocess.run([sys.executable, "-m", "bridge_cli", *args], env=env,
-                          capture_output=True, text=True, timeout=30)
+    return bridge_cmd(args, cli_env(home, columns), timeout=30)
 
 
 def cli_parallel(*runs: tuple) -> list[subprocess.CompletedProcess]:
@@ -159,7 +103,7 @@ def cli_parallel(*runs: tuple) -> list[subprocess.CompletedProcess]:
 
 
 def test_latency_with_jitter_delays_every_request_within_bounds(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url, chaos="""
+    b = start_bridge(one_route(("primary", upstream.url), chaos="""
         seed: 11
         faults:
           - {name: slow, route: api, latency: 200ms, jitter: 100ms}
@@ -181,7 +125,7 @@ def test_latency_with_jitter_delays_every_request_within_bounds(start_bridge, up
 
 
 def test_latency_adds_the_configured_delay_within_10ms_at_p50(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     url = b.url("api") + "/v1/x"
 
     def p50() -> float:
@@ -200,7 +144,7 @@ def test_latency_adds_the_configured_delay_within_10ms_at_p50(start_bridge, upst
 
 def test_status_fault_answers_with_its_headers_and_body_without_calling_the_upstream(
         start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="teapot", status=418, headers={"x-test": "yes", "retry-after": "9"},
            body={"custom": True})
     r = client.get(b.url("api") + "/v1/x")
@@ -212,7 +156,7 @@ def test_status_fault_answers_with_its_headers_and_body_without_calling_the_upst
 
 
 def test_a_bare_status_fault_answers_json_naming_the_fault(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="down", status=503)
     r = client.get(b.url("api") + "/v1/x")
     assert r.status_code == 503
@@ -238,7 +182,7 @@ PRESET_CASES = {
 @pytest.mark.parametrize("preset", list(PRESET_CASES))
 def test_each_preset_answers_like_the_provider(start_bridge, upstream, client, preset):
     status, headers = PRESET_CASES[preset]
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="p", preset=preset)
     r = client.post(b.url("api") + "/v1/anything", json={"model": "m"})
     assert r.status_code == status
@@ -272,8 +216,8 @@ def test_the_openai_sdk_raises_its_own_error_for_an_openai_preset(
         "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o",
         "choices": [{"index": 0, "finish_reason": "stop",
                      "message": {"role": "assistant", "content": "hi"}}]}))
-    b = start_bridge(one_route(upstream.url))
-    sdk = sdk_for(b)
+    b = start_bridge(one_route(("primary", upstream.url)))
+    sdk = openai_sdk(b)
     messages = [{"role": "user", "content": "hello"}]
     with sdk:
         answer = sdk.chat.completions.create(model="gpt-4o", messages=messages)
@@ -288,7 +232,7 @@ def test_the_openai_sdk_raises_its_own_error_for_an_openai_preset(
 
 
 def test_reset_drops_the_connection_without_a_response(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="rst", reset=True)
     with pytest.raises(httpx.RemoteProtocolError):
         client.get(b.url("api") + "/v1/x")
@@ -300,7 +244,8 @@ def test_reset_drops_the_connection_without_a_response(start_bridge, upstream, c
 
 
 def test_hang_with_a_duration_is_ended_by_the_routes_timeout(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url, extra="timeout: {connect: 1s, total: 300ms}"))
+    b = start_bridge(one_route(("primary", upstream.url),
+                               extra="timeout: {connect: 1s, total: 300ms}"))
     inject(b, name="stuck", hang="5s")
     t0 = time.monotonic()
     r = client.get(b.url("api") + "/v1/x")
@@ -311,11 +256,11 @@ def test_hang_with_a_duration_is_ended_by_the_routes_timeout(start_bridge, upstr
     assert r.json()["error"]["type"] == "upstream_timeout"
     assert r.headers["x-bridge-fault"] == "stuck"
     assert upstream.calls == []
-    assert tries(flow_event(b, r)) == [("primary", "timeout", "stuck")]
+    assert tries(flow_event(b, r), fault=True) == [("primary", "timeout", "stuck")]
 
 
 def test_hang_until_the_client_gives_up(start_bridge, upstream):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="forever", hang=True)
     t0 = time.monotonic()
     with httpx.Client(trust_env=False, timeout=0.5) as impatient:
@@ -339,7 +284,7 @@ def test_throttle_sends_a_20kb_body_at_10kb_per_second(start_bridge, upstream, c
         return web.Response(body=BIG, content_type="application/json")
 
     upstream.on("/big", big)
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="slowpipe", throttle="10KB/s")
     t0 = time.monotonic()
     r = client.get(b.url("api") + "/big")
@@ -352,7 +297,7 @@ def test_throttle_sends_a_20kb_body_at_10kb_per_second(start_bridge, upstream, c
 
 def test_slow_first_byte_delays_the_response(start_bridge, upstream, client):
     upstream.on("/v1/x", json_answer({"ok": True}))
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="sfb", slow_first_byte="500ms")
     t0 = time.monotonic()
     with client.stream("GET", b.url("api") + "/v1/x") as r:
@@ -364,7 +309,7 @@ def test_slow_first_byte_delays_the_response(start_bridge, upstream, client):
 
 
 def test_slow_first_byte_is_not_reported_as_bridge_overhead(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="sfb", slow_first_byte="500ms")
     r = client.get(b.url("api") + "/v1/x")
     assert r.status_code == 200
@@ -381,7 +326,7 @@ def test_truncate_cuts_the_body_short_and_closes(start_bridge, upstream, client,
         return web.Response(body=full, content_type="application/json")
 
     upstream.on("/v1/x", body)
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="cut", truncate=truncate)
     r, got, error = read_all(client, b.url("api") + "/v1/x")
     assert r.status_code == 200
@@ -393,7 +338,7 @@ def test_corrupt_makes_the_body_malformed_json_of_the_same_content_type(
         start_bridge, upstream, client):
     payload = {"id": "chatcmpl-1", "choices": [{"message": {"content": "hello"}}]}
     upstream.on("/v1/x", json_answer(payload, content_type="application/vnd.api+json"))
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     clean = client.get(b.url("api") + "/v1/x")
     assert clean.json() == payload
     inject(b, name="garble", corrupt=True)
@@ -407,8 +352,8 @@ def test_corrupt_makes_the_body_malformed_json_of_the_same_content_type(
 
 def test_sse_cut_after_at_the_upstream_stage_ends_with_an_in_band_error(
         start_bridge, upstream, client):
-    upstream.on("/sse", sse(6))
-    b = start_bridge(one_route(upstream.url))
+    upstream.on("/sse", counting_sse(6))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="cut3", sse_cut_after=3)
     r, lines, error = sse_read(client, b.url("api") + "/sse")
     assert r.status_code == 200
@@ -423,8 +368,8 @@ def test_sse_cut_after_at_the_upstream_stage_ends_with_an_in_band_error(
 
 def test_sse_cut_after_at_the_client_stage_just_cuts_the_connection(
         start_bridge, upstream, client):
-    upstream.on("/sse", sse(6))
-    b = start_bridge(one_route(upstream.url))
+    upstream.on("/sse", counting_sse(6))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="cut3", sse_cut_after=3, stage="client")
     r, lines, error = sse_read(client, b.url("api") + "/sse")
     assert r.status_code == 200
@@ -456,9 +401,9 @@ def openai_stream(words: list[str]):
 def test_a_cut_stream_surfaces_in_the_openai_sdk_after_the_words_sent(
         start_bridge, upstream, stage, error):
     upstream.on("/v1/chat/completions", openai_stream(["The ", "answer ", "is ", "42."]))
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="midway", sse_cut_after=2, stage=stage)
-    sdk = sdk_for(b)
+    sdk = openai_sdk(b)
     words = []
     with sdk, pytest.raises(openai.APIError) as e:
         for chunk in sdk.chat.completions.create(
@@ -469,8 +414,8 @@ def test_a_cut_stream_surfaces_in_the_openai_sdk_after_the_words_sent(
 
 
 def test_sse_delay_spaces_the_events(start_bridge, upstream, client):
-    upstream.on("/sse", sse(4))
-    b = start_bridge(one_route(upstream.url))
+    upstream.on("/sse", counting_sse(4))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="drip", sse_delay="200ms")
     r, lines, error = sse_read(client, b.url("api") + "/sse")
     assert error is None
@@ -485,8 +430,8 @@ def test_sse_delay_spaces_the_events(start_bridge, upstream, client):
 
 def test_a_route_fault_hits_its_route_only_and_star_hits_every_route(
         start_bridge, upstream, client):
-    b = start_bridge(config(route("api", ("primary", upstream.url)),
-                            route("other", ("primary", upstream.url))))
+    b = start_bridge(config_yaml(route_yaml("api", ("primary", upstream.url)),
+                            route_yaml("other", ("primary", upstream.url))))
     name = inject(b, name="api-only", status=503)
     assert client.get(b.url("api") + "/x").status_code == 503
     assert client.get(b.url("other") + "/x").status_code == 200
@@ -499,7 +444,7 @@ def test_a_route_fault_hits_its_route_only_and_star_hits_every_route(
 def test_an_upstream_fault_on_the_primary_makes_the_backup_answer(
         start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
-    b = start_bridge(config(route("api", ("primary", primary.url), ("backup", backup.url))))
+    b = start_bridge(one_route(("primary", primary.url), ("backup", backup.url)))
     inject(b, name="kill-primary", upstream="primary", status=503)
     r = client.get(b.url("api") + "/v1/x")
     assert r.status_code == 200
@@ -507,12 +452,12 @@ def test_an_upstream_fault_on_the_primary_makes_the_backup_answer(
     assert r.headers["x-bridge-attempts"] == "2"
     assert r.headers["x-bridge-fault"] == "kill-primary"
     assert primary.calls == [] and len(backup.calls) == 1
-    assert tries(flow_event(b, r)) == [("primary", "503", "kill-primary"),
+    assert tries(flow_event(b, r), fault=True) == [("primary", "503", "kill-primary"),
                                        ("backup", "ok", None)]
 
 
 def test_match_method_path_glob_and_header(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="picky", status=503,
            match={"method": "POST", "path": "/v1/chat/**", "header": {"x-test": "chaos"}})
     url = b.url("api")
@@ -526,7 +471,7 @@ def test_match_method_path_glob_and_header(start_bridge, upstream, client):
 
 
 def test_count_removes_the_fault_after_n_hits(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="twice", status=503, count=2)
     codes = [client.get(b.url("api") + "/x").status_code for _ in range(5)]
     assert codes == [503, 503, 200, 200, 200]
@@ -534,11 +479,15 @@ def test_count_removes_the_fault_after_n_hits(start_bridge, upstream, client):
 
 
 def test_for_expires_the_fault(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    clock = ManualClock()
+    b = start_bridge(one_route(("primary", upstream.url)), clock=clock)
     inject(b, name="brief", status=503, **{"for": "400ms"})
-    assert 0 < active(b)["brief"]["remaining_s"] <= 0.4
+    assert active(b)["brief"]["remaining_s"] == 0.4
     assert client.get(b.url("api") + "/x").status_code == 503
-    time.sleep(0.5)
+    clock.advance(0.3)
+    assert active(b)["brief"]["remaining_s"] == pytest.approx(0.1)
+    assert client.get(b.url("api") + "/x").status_code == 503
+    clock.advance(0.2)
     assert client.get(b.url("api") + "/x").status_code == 200
     assert "brief" not in active(b)
 
@@ -546,7 +495,7 @@ def test_for_expires_the_fault(start_bridge, upstream, client):
 @pytest.mark.parametrize(("keys", "expected"), [({"every": 3}, {2, 5, 8}),
                                                 ({"first": 2}, {0, 1})])
 def test_every_and_first(start_bridge, upstream, client, keys, expected):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="pattern", status=503, **keys)
     hit = {i for i in range(9) if client.get(b.url("api") + "/x").status_code == 503}
     assert hit == expected
@@ -554,7 +503,7 @@ def test_every_and_first(start_bridge, upstream, client, keys, expected):
 
 
 def test_zero_percent_never_fires(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="off", status=503, probability="0%")
     rs = [client.get(b.url("api") + "/x") for _ in range(200)]
     assert all(r.status_code == 200 and not faulted(r) for r in rs)
@@ -564,7 +513,7 @@ def test_zero_percent_never_fires(start_bridge, upstream, client):
 
 
 def test_decisions_are_per_request_not_per_connection(start_bridge, upstream):
-    b = start_bridge(one_route(upstream.url, chaos="seed: 5"))
+    b = start_bridge(one_route(("primary", upstream.url), chaos="seed: 5"))
     inject(b, name="coin", status=503, probability="50%")
     ports, codes = set(), []
     with httpx.Client(trust_env=False, timeout=10) as keepalive:
@@ -580,7 +529,7 @@ def test_decisions_are_per_request_not_per_connection(start_bridge, upstream):
 
 
 def _faulted_indexes(start_bridge, upstream, client, seed: int, n: int = 60) -> set[int]:
-    b = start_bridge(one_route(upstream.url, chaos=f"""
+    b = start_bridge(one_route(("primary", upstream.url), chaos=f"""
         seed: {seed}
         faults:
           - {{name: flaky, route: api, status: 503, probability: 30%}}
@@ -606,19 +555,12 @@ def test_the_same_seed_faults_the_same_requests_across_two_bridges(
 
 
 def _start_up(args: list[str], home: Path, cwd: Path) -> tuple[subprocess.Popen, dict]:
-    env = free_env() | {"BRIDGE_HOME": str(home),
-                        "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    return start_up(["-q", *args], cwd, env)
-
-
-def _control_get(control: dict, path: str) -> dict:
-    return httpx.get(control["url"] + "/api/v1/" + path, trust_env=False, timeout=10,
-                     headers={"Authorization": f"Bearer {control['token']}"}).json()
+    return start_up(["-q", *args], cwd, cli_env(home))
 
 
 def test_bridge_up_prints_its_seed_and_starts_the_config_faults(tmp_path, upstream):
     cfg = tmp_path / "bridge.yaml"
-    cfg.write_text(one_route(upstream.url, chaos="""
+    cfg.write_text(one_route(("primary", upstream.url), chaos="""
         seed: 42
         faults:
           - {name: from-config, route: api, status: 503, match: {path: /broken}}
@@ -631,11 +573,11 @@ def test_bridge_up_prints_its_seed_and_starts_the_config_faults(tmp_path, upstre
             (["-c", str(cfg), *ports, "--seed", "7"], tmp_path / "home2", tmp_path)]))
     (proc, control), (proc7, control7) = started
     try:
-        faults = _control_get(control, "faults")
+        faults = control_get(control, "faults")
         assert faults["seed"] == 42
         assert [(f["name"], f["source"]) for f in faults["faults"]] == [("from-config", "config")]
-        assert _control_get(control7, "faults")["seed"] == 7
-        status = _control_get(control, "status")
+        assert control_get(control7, "faults")["seed"] == 7
+        status = control_get(control, "status")
         addr = next(lst["address"] for lst in status["listeners"] if lst["kind"] == "reverse")
         with httpx.Client(trust_env=False, timeout=10) as c:
             assert c.get(f"http://{addr}/broken").status_code == 503
@@ -649,7 +591,7 @@ def test_bridge_up_prints_its_seed_and_starts_the_config_faults(tmp_path, upstre
 
 
 def test_without_a_seed_bridge_picks_one_and_reports_it(start_bridge, upstream):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     seed = b.bridge.seed
     assert isinstance(seed, int)
     assert b.control().faults()["seed"] == seed
@@ -661,7 +603,7 @@ def test_without_a_seed_bridge_picks_one_and_reports_it(start_bridge, upstream):
 def test_a_faulted_primary_opens_its_breaker_and_traffic_falls_back(
         start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
-    b = start_bridge(config(route(
+    b = start_bridge(config_yaml(route_yaml(
         "api", ("primary", primary.url), ("backup", backup.url),
         extra="breaker: {failure_rate: 50%, window: 4, min_calls: 4, open_for: 30s}")))
     inject(b, name="primary-503", upstream="primary", status=503)
@@ -671,22 +613,24 @@ def test_a_faulted_primary_opens_its_breaker_and_traffic_falls_back(
     _wait_for(lambda: breaker_moves(b, "primary") == [("closed", "open")])
     r = client.get(b.url("api") + "/v1/x")
     assert r.status_code == 200
-    assert tries(flow_event(b, r)) == [("primary", "breaker_open", None), ("backup", "ok", None)]
+    assert tries(flow_event(b, r), fault=True) == [("primary", "breaker_open", None),
+                                                   ("backup", "ok", None)]
     assert primary.calls == [] and len(backup.calls) == 5
     assert active(b)["primary-503"]["hits"] == 4  # the open breaker skips the faulted try
 
 
 def test_a_status_fault_is_retried_per_retry_and_never_reaches_the_upstream(
         start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url,
-                               extra="retry: {attempts: 3, backoff: {initial: 10ms, jitter: none}}"))
+    b = start_bridge(one_route(
+        ("primary", upstream.url),
+        extra="retry: {attempts: 3, backoff: {initial: 10ms, jitter: none}}"))
     inject(b, name="twice", status=503, first=2)
     r = client.get(b.url("api") + "/v1/x")
     assert r.status_code == 200
     assert r.headers["x-bridge-attempts"] == "3"
     assert len(upstream.calls) == 1  # the faulted tries never called it
-    assert tries(flow_event(b, r)) == [("primary", "503", "twice"), ("primary", "503", "twice"),
-                                       ("primary", "ok", None)]
+    assert tries(flow_event(b, r), fault=True) == [
+        ("primary", "503", "twice"), ("primary", "503", "twice"), ("primary", "ok", None)]
 
     inject(b, name="always", status=503)
     r = client.get(b.url("api") + "/v1/x")
@@ -699,7 +643,7 @@ def test_a_status_fault_is_retried_per_retry_and_never_reaches_the_upstream(
 def test_a_post_hit_by_a_request_side_fault_moves_on_because_it_never_left(
         start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
-    b = start_bridge(config(route("api", ("primary", primary.url), ("backup", backup.url))))
+    b = start_bridge(one_route(("primary", primary.url), ("backup", backup.url)))
     inject(b, name="p503", upstream="primary", status=503)
     r = client.post(b.url("api") + "/v1/x", content=b"pay once")
     assert r.status_code == 200 and r.headers["x-bridge-upstream"] == "backup"
@@ -708,7 +652,7 @@ def test_a_post_hit_by_a_request_side_fault_moves_on_because_it_never_left(
 
 def test_a_client_stage_429_replaces_the_final_answer_after_retries(
         start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url,
+    b = start_bridge(one_route(("primary", upstream.url),
                                extra="retry: {attempts: 3, backoff: {initial: 10ms}}"))
     inject(b, name="late-429", status=429, stage="client", headers={"retry-after": "1"})
     t0 = time.monotonic()
@@ -720,7 +664,7 @@ def test_a_client_stage_429_replaces_the_final_answer_after_retries(
     assert r.headers["x-bridge-attempts"] == "1"
     assert len(upstream.calls) == 1
     ev = flow_event(b, r)
-    assert tries(ev) == [("primary", "ok", None)]
+    assert tries(ev, fault=True) == [("primary", "ok", None)]
     assert ev.faults == ("late-429",) and ev.status == 429
 
 
@@ -728,7 +672,7 @@ def test_a_client_stage_429_replaces_the_final_answer_after_retries(
 
 
 def test_the_response_header_and_the_flow_event_name_the_fault(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject(b, name="visible", status=502)
     r = client.get(b.url("api") + "/v1/x")
     assert r.headers["x-bridge-fault"] == "visible"
@@ -746,7 +690,7 @@ def test_the_response_header_and_the_flow_event_name_the_fault(start_bridge, ups
 def test_a_faulted_answer_is_never_cached_and_a_header_fault_skips_the_cache(start_bridge, upstream, client):
     payload = {"answer": 42}
     upstream.on("/v1/x", json_answer(payload))
-    b = start_bridge(one_route(upstream.url, extra="cache: {ttl: 1m}",
+    b = start_bridge(one_route(("primary", upstream.url), extra="cache: {ttl: 1m}",
                                chaos="allow_headers: true"))
     url = b.url("api") + "/v1/x"
     inject(b, name="garble-once", corrupt=True, first=1)
@@ -768,7 +712,7 @@ def test_a_faulted_answer_is_never_cached_and_a_header_fault_skips_the_cache(sta
 
 
 def test_an_allowed_fault_header_faults_only_that_request(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url, chaos="allow_headers: true"))
+    b = start_bridge(one_route(("primary", upstream.url), chaos="allow_headers: true"))
     url = b.url("api") + "/v1/x"
     t0 = time.monotonic()
     r = client.get(url, headers={"x-bridge-fault": "status=503; latency=300ms"})
@@ -788,7 +732,7 @@ def test_an_allowed_fault_header_faults_only_that_request(start_bridge, upstream
 
 
 def test_a_fault_header_is_dropped_and_ignored_unless_allowed(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     r = client.get(b.url("api") + "/v1/x", headers={"x-bridge-fault": "status=503"})
     assert r.status_code == 200 and not faulted(r)
     assert len(upstream.calls) == 1
@@ -796,7 +740,7 @@ def test_a_fault_header_is_dropped_and_ignored_unless_allowed(start_bridge, upst
 
 
 def test_a_bad_fault_header_gets_a_400_json_error(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url, chaos="allow_headers: true"))
+    b = start_bridge(one_route(("primary", upstream.url), chaos="allow_headers: true"))
     r = client.get(b.url("api") + "/v1/x", headers={"x-bridge-fault": "status=lots"})
     assert r.status_code == 400
     assert r.headers["x-bridge-error"] == "bad_fault_header"
@@ -809,7 +753,7 @@ def test_a_bad_fault_header_gets_a_400_json_error(start_bridge, upstream, client
 
 
 def test_cli_inject_list_and_clear(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url, chaos="seed: 3"))
+    b = start_bridge(one_route(("primary", upstream.url), chaos="seed: 3"))
     r = cli(["chaos", "inject", "--route", "api", "--status", "503", "--probability", "30%",
              "--for", "5m"], b.home)
     assert r.returncode == 0, r.stderr
@@ -842,7 +786,7 @@ def test_cli_inject_list_and_clear(start_bridge, upstream, client):
 
 
 def test_cli_bad_input_is_one_line_on_stderr_and_exit_2(start_bridge, upstream, tmp_path):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     inject_ = ["chaos", "inject"]
     cases = {
         "probability": (inject_ + ["--route", "api", "--status", "503", "--probability", "140%"],
@@ -864,7 +808,7 @@ def test_cli_bad_input_is_one_line_on_stderr_and_exit_2(start_bridge, upstream, 
 
 
 def test_fault_context_manager_faults_inside_and_removes_on_exit(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     url = b.url("api") + "/x"
     with fault("api", status=503) as f:
         assert [client.get(url).status_code for _ in range(3)] == [503] * 3
@@ -877,7 +821,7 @@ def test_fault_context_manager_faults_inside_and_removes_on_exit(start_bridge, u
 
 def test_fault_context_manager_removes_the_fault_when_the_block_raises(
         start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     with pytest.raises(RuntimeError, match="app broke"):
         with fault("api", preset="openai-429", for_="5m"):
             assert client.get(b.url("api") + "/x").status_code == 429
@@ -887,7 +831,7 @@ def test_fault_context_manager_removes_the_fault_when_the_block_raises(
 
 
 def test_the_bridge_fault_fixture_injects(start_bridge, upstream, client, bridge_fault):  # noqa: F811
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     f = bridge_fault("api", status=500, match={"path": "/x"})
     assert client.get(b.url("api") + "/x").status_code == 500
     assert client.get(b.url("api") + "/y").status_code == 200
@@ -896,7 +840,7 @@ def test_the_bridge_fault_fixture_injects(start_bridge, upstream, client, bridge
 
 
 def test_hits_of_a_fault_that_removed_itself_after_count_are_kept(start_bridge, upstream, client):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     with fault("api", status=500, count=2) as f:
         codes = [client.get(b.url("api") + "/x").status_code for _ in range(3)]
         assert codes == [500, 500, 200]
@@ -925,13 +869,12 @@ def test_fails(bridge_fault):
 
 def test_the_bridge_fault_fixture_removes_its_faults_after_a_test_pass_or_fail(
         start_bridge, upstream, client, tmp_path):
-    b = start_bridge(one_route(upstream.url))
+    b = start_bridge(one_route(("primary", upstream.url)))
     (tmp_path / "inner").mkdir()
     test_file = tmp_path / "inner" / "test_inner.py"
     test_file.write_text(INNER_TESTS)
-    env = free_env() | {"BRIDGE_HOME": str(b.home), "CHAOS_URL": b.url("api") + "/x",
-                        "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
-                        "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # a bare pytest: fast
+    env = cli_env(b.home) | {"CHAOS_URL": b.url("api") + "/x",
+                             "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}  # a bare pytest: fast
     r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                         "--rootdir", str(tmp_path / "inner"), str(test_file)],
                        env=env, capture_output=True, text=True, timeout=60,
@@ -952,20 +895,20 @@ def test_a_reload_follows_the_config_faults_and_keeps_injected_ones(
         faults:
           - {name: cfg-503, route: api, status: 503, match: {path: /a}}
     """
-    b = start_bridge(one_route(upstream.url, chaos=chaos))
+    b = start_bridge(one_route(("primary", upstream.url), chaos=chaos))
     assert active(b)["cfg-503"]["source"] == "config"
     assert client.get(b.url("api") + "/a").status_code == 503
     inject(b, name="api-502", status=502, match={"path": "/b"})
     assert client.get(b.url("api") + "/b").status_code == 502
 
-    b.config_path.write_text(one_route(upstream.url))  # the config fault is gone
+    b.config_path.write_text(one_route(("primary", upstream.url)))  # the config fault is gone
     result = b.reload()
     assert result.applied, result.message
     assert set(active(b)) == {"api-502"}
     assert client.get(b.url("api") + "/a").status_code == 200
     assert client.get(b.url("api") + "/b").status_code == 502
 
-    b.config_path.write_text(one_route(upstream.url, chaos="""
+    b.config_path.write_text(one_route(("primary", upstream.url), chaos="""
         faults:
           - {name: cfg-504, route: api, status: 504, match: {path: /a}}
     """))

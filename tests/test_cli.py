@@ -3,45 +3,33 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from bridge_cli.config.loader import load_config
-from tests.conftest import start_up, stop
-
-
-def run(args, cwd: Path, env: dict, timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bridge_cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+from tests.conftest import bridge_cmd, cli_env, control_get, start_up, stop
 
 
 @pytest.fixture
 def env(tmp_path) -> dict:
-    e = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    e["BRIDGE_HOME"] = str(tmp_path / "home")
-    e["COLUMNS"] = "200"
-    e["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
-    return e
+    return cli_env(tmp_path / "home")
 
 
 def test_up_without_config_runs_the_builtin_default_and_status_sees_it(tmp_path, env, upstream):
     proc, control = start_up(["--listen", "127.0.0.1:0", "--control-listen", "127.0.0.1:0"],
                              tmp_path, env)
     try:
-        st = run(["status", "--json"], tmp_path, env)
+        st = bridge_cmd(["status", "--json"], env, tmp_path)
         assert st.returncode == 0, st.stderr
         status = json.loads(st.stdout)
         assert status["config"] == "<built-in default>"
         proxy = next(lst for lst in status["listeners"] if lst["kind"] == "proxy")
         with httpx.Client(proxy=f"http://{proxy['address']}", trust_env=False) as c:
             assert c.get(upstream.url + "/through").json()["path"] == "/through"
-        human = run(["status"], tmp_path, env)
+        human = bridge_cmd(["status"], env, tmp_path)
         assert human.returncode == 0 and proxy["address"] in human.stdout
     finally:
         out, err = stop(proc)
@@ -62,8 +50,7 @@ routes:
 """)
     proc, control = start_up(["-q"], tmp_path, env)  # ./bridge.yaml is found by itself
     try:
-        status = httpx.get(control["url"] + "/api/v1/status", trust_env=False,
-                           headers={"Authorization": f"Bearer {control['token']}"}).json()
+        status = control_get(control, "status")
         addr = status["listeners"][0]["address"]
         assert httpx.get(f"http://{addr}/quiet-please", trust_env=False).status_code == 200
     finally:
@@ -73,7 +60,7 @@ routes:
 
 
 def test_status_without_a_running_bridge_says_so_in_one_line(tmp_path, env):
-    r = run(["status"], tmp_path, env)
+    r = bridge_cmd(["status"], env, tmp_path)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0
     assert "no bridge is running" in r.stderr and "bridge up" in r.stderr
@@ -92,7 +79,7 @@ routes:
     listen: 127.0.0.1:{port}
     upstreams: [{{name: x, url: "http://127.0.0.1:9"}}]
 """)
-        r = run(["up", "-c", str(cfg)], tmp_path, env)
+        r = bridge_cmd(["up", "-c", str(cfg)], env, tmp_path)
     assert r.returncode == 2
     assert "routes[api].listen" in r.stderr and "already in use" in r.stderr
     assert "Traceback" not in r.stderr
@@ -101,7 +88,7 @@ routes:
 def test_up_refuses_an_invalid_config_before_binding(tmp_path, env):
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("version: 2\nroutes:\n  - name: api\n    listen: 127.0.0.1:0\n    upstreams: []\n")
-    r = run(["up", "-c", str(cfg)], tmp_path, env)
+    r = bridge_cmd(["up", "-c", str(cfg)], env, tmp_path)
     assert r.returncode == 2
     assert "bad.yaml:5" in r.stderr
     assert "Traceback" not in r.stderr
@@ -110,7 +97,7 @@ def test_up_refuses_an_invalid_config_before_binding(tmp_path, env):
 def test_up_refuses_a_redis_store_until_it_exists(tmp_path, env):
     cfg = tmp_path / "redis.yaml"
     cfg.write_text("version: 2\ncontrol: {listen: 127.0.0.1:0}\nstore: redis://127.0.0.1:6379/0\n")
-    r = run(["up", "-c", str(cfg)], tmp_path, env)
+    r = bridge_cmd(["up", "-c", str(cfg)], env, tmp_path)
     assert r.returncode == 2
     assert "redis" in r.stderr and "Traceback" not in r.stderr
 
@@ -134,65 +121,66 @@ def test_validate_reports_file_line_and_key_and_exits_2(tmp_path, env):
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("version: 2\nroutes:\n  - name: api\n    listen: 127.0.0.1:8081\n"
                    "    upstreams: [{name: a, url: 'http://127.0.0.1:9'}]\n    retyr: {attempts: 2}\n")
-    r = run(["validate", str(cfg)], tmp_path, env)
+    r = bridge_cmd(["validate", str(cfg)], env, tmp_path)
     assert r.returncode == 2
     assert "typo.yaml:6" in r.stderr and "retyr" in r.stderr and "retry" in r.stderr
-    good = run(["validate", "--json", str(cfg.with_name("ok.yaml"))], tmp_path, env)
+    good = bridge_cmd(["validate", "--json", str(cfg.with_name("ok.yaml"))], env, tmp_path)
     assert good.returncode == 2  # a missing file is an error too, not a traceback
     assert "Traceback" not in good.stderr
 
 
 def test_init_writes_a_starter_that_validates_and_never_overwrites(tmp_path, env):
-    r = run(["init"], tmp_path, env)
+    r = bridge_cmd(["init"], env, tmp_path)
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "bridge.yaml").read_text()
     assert text.lstrip().startswith("#")  # commented
     load_config(tmp_path / "bridge.yaml")
-    again = run(["init"], tmp_path, env)
+    again = bridge_cmd(["init"], env, tmp_path)
     assert again.returncode == 2 and "--force" in again.stderr
     assert (tmp_path / "bridge.yaml").read_text() == text
 
 
 def test_init_list_and_recipe(tmp_path, env):
-    listed = run(["init", "--list", "--json"], tmp_path, env)
+    listed = bridge_cmd(["init", "--list", "--json"], env, tmp_path)
     names = {r["name"] for r in json.loads(listed.stdout)}
     assert {"openai", "anthropic", "openai-with-local-fallback", "github-api-cache",
             "flaky-upstream"} <= names
     assert all(r["description"] for r in json.loads(listed.stdout))
-    r = run(["init", "--recipe", "openai-with-local-fallback", "-o", "fb.yaml"], tmp_path, env)
+    r = bridge_cmd(["init", "--recipe", "openai-with-local-fallback", "-o", "fb.yaml"], env,
+                   tmp_path)
     assert r.returncode == 0, r.stderr
     assert load_config(tmp_path / "fb.yaml").route("openai") is not None or \
         len(load_config(tmp_path / "fb.yaml").routes) >= 1
-    bad = run(["init", "--recipe", "nope"], tmp_path, env)
+    bad = bridge_cmd(["init", "--recipe", "nope"], env, tmp_path)
     assert bad.returncode == 2 and "bridge init --list" in bad.stderr
 
 
 def test_ca_prints_the_cert_path_and_trust_lines(tmp_path, env):
-    r = run(["ca"], tmp_path, env)
+    r = bridge_cmd(["ca"], env, tmp_path)
     assert r.returncode == 0, r.stderr
     cert = Path(env["BRIDGE_HOME"]) / "mitmproxy" / "mitmproxy-ca-cert.pem"
     assert cert.exists() and "BEGIN CERTIFICATE" in cert.read_text()
     for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
         assert f"export {var}={cert}" in r.stdout
-    j = json.loads(run(["ca", "--json"], tmp_path, env).stdout)
+    j = json.loads(bridge_cmd(["ca", "--json"], env, tmp_path).stdout)
     assert j["cert"] == str(cert)
 
 
 def test_bad_cli_input_is_one_line_and_exit_2(tmp_path, env):
-    r = run(["up", "--listen", "nonsense"], tmp_path, env)
+    r = bridge_cmd(["up", "--listen", "nonsense"], env, tmp_path)
     assert r.returncode == 2
     assert "--listen" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_every_command_has_help_with_an_example(tmp_path, env):
     for cmd in (["up"], ["init"], ["validate"], ["ca"], ["status"]):
-        r = run([*cmd, "--help"], tmp_path, env)
+        r = bridge_cmd([*cmd, "--help"], env, tmp_path)
         assert r.returncode == 0
         assert "Example" in r.stdout, cmd
 
 
 def test_usage_errors_from_the_parser_are_exit_2_without_a_traceback(tmp_path, env):
     for args in (["validate"], ["up", "--listen"], ["no-such-command"], ["chaos", "inject", "--count", "x"]):
-        r = run(args, tmp_path, env)
+        r = bridge_cmd(args, env, tmp_path)
         assert r.returncode == 2, args
         assert "Traceback" not in r.stderr, args

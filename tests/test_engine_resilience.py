@@ -19,17 +19,7 @@ from bridge_cli.engine.balance import LeastLatency, RoundRobin, Weighted
 from bridge_cli.engine.breaker import CLOSED, HALF_OPEN, OPEN, CircuitBreaker
 from bridge_cli.engine.resilience import Resilience
 from bridge_cli.engine.retry_budget import RetryBudget
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from tests.conftest import FakeClock
 
 
 def breaker(clock, **kw) -> tuple[CircuitBreaker, list]:

@@ -11,17 +11,10 @@ import pytest
 from bridge_cli.errors import StoreError
 from bridge_cli.store import FlowLog
 from bridge_cli.store import flowlog as flowlog_module
+from tests.conftest import FakeClock
 
 SECRET = "sk-proj-Q7fT2mZkW9xLpR4vN8bYc3HdJ6sA1eGu"
 GOOGLE = "AIzaSyD3kF7mQ2pX9wL4zR8tB6nV1cH5jG0sYeU"
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
 
 
 def lines(path):

@@ -7,7 +7,6 @@ file fails first and names the assumption; fix the design note and the code toge
 from __future__ import annotations
 
 import asyncio
-import socket
 
 import httpx
 import pytest
@@ -17,13 +16,7 @@ from mitmproxy.addons import default_addons
 from mitmproxy.exceptions import OptionsError
 from mitmproxy.master import Master
 
-from tests.conftest import LoopThread
-
-
-def _free() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.conftest import LoopThread, free_port
 
 
 class Probe:
@@ -95,7 +88,7 @@ def test_lazy_reverse_listener_lets_the_request_hook_answer_with_upstream_down(m
     m, opts, probe, lt = master
     # the reverse target is a placeholder nobody listens on: with connection_strategy=lazy
     # the request hook still runs and can answer (cache hit, fault, budget refusal)
-    spec = f"reverse:http://127.0.0.1:9@127.0.0.1:{_free()}"
+    spec = f"reverse:http://127.0.0.1:9@127.0.0.1:{free_port()}"
     opts.update(connection_strategy="lazy")
     ports = _set_modes(lt, opts, m, [spec])
     r = httpx.get(f"http://127.0.0.1:{ports[spec]}/answer", trust_env=False)
@@ -106,12 +99,12 @@ def test_lazy_reverse_listener_lets_the_request_hook_answer_with_upstream_down(m
 def test_listeners_change_at_runtime_while_others_keep_serving(master):
     m, opts, probe, lt = master
     opts.update(connection_strategy="lazy")
-    keep = f"reverse:http://127.0.0.1:9@127.0.0.1:{_free()}"
-    old = f"reverse:http://127.0.0.1:9@127.0.0.1:{_free()}"
+    keep = f"reverse:http://127.0.0.1:9@127.0.0.1:{free_port()}"
+    old = f"reverse:http://127.0.0.1:9@127.0.0.1:{free_port()}"
     ports = _set_modes(lt, opts, m, [keep, old])
     with httpx.Client(trust_env=False) as c:
         assert c.get(f"http://127.0.0.1:{ports[keep]}/answer").status_code == 200
-        new = f"reverse:http://127.0.0.1:9@127.0.0.1:{_free()}"
+        new = f"reverse:http://127.0.0.1:9@127.0.0.1:{free_port()}"
         ports2 = _set_modes(lt, opts, m, [keep, new])
         assert ports2[keep] == ports[keep]
         assert c.get(f"http://127.0.0.1:{ports[keep]}/answer").status_code == 200

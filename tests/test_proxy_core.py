@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 
 import httpx
 from aiohttp import web
 
+from tests.conftest import dead_url, one_route
 from tests.conftest import wait_for as _wait_for
 
 
 def route_config(upstream_url: str, extra: str = "") -> str:
-    return f"""
-    version: 2
-    control: {{listen: 127.0.0.1:0}}
-    proxy: {{listen: 127.0.0.1:0}}
-    routes:
-      - name: api
-        listen: 127.0.0.1:0
-        upstreams:
-          - {{name: primary, url: "{upstream_url}"}}
-{extra}
-    """
+    """Route `api` to the upstream `primary`, and the explicit proxy listener."""
+    return one_route(("primary", upstream_url), extra=extra, proxy=True)
 
 
 def test_reverse_route_forwards_method_path_body_and_headers(start_bridge, upstream, client):
@@ -160,10 +151,7 @@ def test_sse_streams_through_the_explicit_proxy(start_bridge, upstream):
 
 
 def test_unreachable_upstream_answers_502_json_at_once(start_bridge, client):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dead = s.getsockname()[1]  # closed again when the with-block ends
-    b = start_bridge(route_config(f"http://127.0.0.1:{dead}"))
+    b = start_bridge(route_config(dead_url()))
     t0 = time.monotonic()
     r = client.get(b.url("api") + "/anything")
     assert time.monotonic() - t0 < 3
@@ -180,7 +168,7 @@ def test_slow_upstream_gives_504_json_after_the_route_timeout(start_bridge, upst
         return web.Response(text="late")
 
     upstream.on("/slow", slow)
-    b = start_bridge(route_config(upstream.url, "        timeout: 300ms"))
+    b = start_bridge(route_config(upstream.url, "timeout: 300ms"))
     t0 = time.monotonic()
     r = client.get(b.url("api") + "/slow")
     assert time.monotonic() - t0 < 2

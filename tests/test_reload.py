@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 
 import httpx
 from aiohttp import web
@@ -90,7 +89,5 @@ def test_reload_through_the_control_api(start_bridge, upstream):
     br.config_path.write_text(BASE.format(a=upstream.url).replace("name: first", "name: other"))
     out = br.control().reload()
     assert out["applied"] is True
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and br.bridge.state.config.routes[0].upstreams[0].name != "other":
-        time.sleep(0.02)
-    assert br.bridge.state.config.routes[0].upstreams[0].name == "other"
+    _wait_for(lambda: br.bridge.state.config.routes[0].upstreams[0].name == "other",
+              what="the reloaded config in force")

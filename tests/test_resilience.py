@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import select
 import socket
-import subprocess
-import sys
-import textwrap
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -22,37 +20,20 @@ import httpx
 import pytest
 from aiohttp import web
 
-from tests.conftest import free_env
+from bridge_cli.engine.clock import ManualClock
+from tests.conftest import (
+    breaker_moves,
+    bridge_cmd,
+    counting_sse,
+    dead_url,
+    flow_event,
+    free_env,
+    one_route,
+    tries,
+)
 from tests.conftest import wait_for as _wait_for
 
 # --- helpers -----------------------------------------------------------------------------
-
-
-def config(*upstreams, extra: str = "", route: str = "api") -> str:
-    """A one-route config: `upstreams` are (name, url) or (name, url, weight); `extra` is
-    YAML at the route's level (retry:, breaker:, timeout:, strategy:)."""
-    lines = [
-        "version: 2",
-        "control: {listen: 127.0.0.1:0}",
-        "routes:",
-        f"  - name: {route}",
-        "    listen: 127.0.0.1:0",
-        "    upstreams:",
-    ]
-    for name, url, *weight in upstreams:
-        w = f", weight: {weight[0]}" if weight else ""
-        lines.append(f'      - {{name: {name}, url: "{url}"{w}}}')
-    for line in textwrap.dedent(extra).strip("\n").splitlines():
-        lines.append("    " + line)
-    return "\n".join(lines) + "\n"
-
-
-def dead_url() -> str:
-    """A port that was bound and closed again: connecting to it is refused."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def answer(status: int, headers: dict | None = None, stamps: list | None = None,
@@ -122,7 +103,8 @@ class Blackhole:
             except BlockingIOError:
                 pass
             self.fillers.append(c)
-        time.sleep(0.05)
+        # the first filler's handshake completes (it fills the queue); the others stay pending
+        select.select([], self.fillers[:1], [], 1.0)
 
     @property
     def url(self) -> str:
@@ -139,26 +121,6 @@ def blackhole():
     bh = Blackhole()
     yield bh
     bh.close()
-
-
-def flow_event(b, response: httpx.Response):
-    """The FlowEvent of the request that got `response`."""
-    rid = response.headers["x-bridge-request-id"]
-
-    def find():
-        return next((e for e in b.events() if e.kind == "flow" and e.id == rid), None)
-
-    _wait_for(lambda: find() is not None)
-    return find()
-
-
-def tries(event) -> list[tuple[str, str]]:
-    return [(t.upstream, t.outcome) for t in event.tries]
-
-
-def breaker_moves(b, upstream: str | None = None) -> list[tuple[str, str]]:
-    return [(e.old, e.new) for e in b.events()
-            if e.kind == "breaker" and (upstream is None or e.upstream == upstream)]
 
 
 def upstream_status(b, route: str = "api") -> dict[str, dict]:
@@ -180,7 +142,7 @@ def test_fallback_primary_503_backup_answers_and_every_try_is_visible(
         start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", answer(503))
-    b = start_bridge(config(("primary", primary.url), ("backup", backup.url)))
+    b = start_bridge(one_route(("primary", primary.url), ("backup", backup.url)))
     r = client.get(b.url("api") + "/v1/x")
     assert r.status_code == 200
     assert r.json()["path"] == "/v1/x"  # the backup's echo
@@ -195,7 +157,7 @@ def test_fallback_primary_503_backup_answers_and_every_try_is_visible(
 
 def test_refused_connection_moves_to_the_backup_at_once_without_retrying(
         start_bridge, upstream, client):
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", dead_url()), ("backup", upstream.url),
         extra="retry: {attempts: 3, backoff: {initial: 500ms, max: 1s, jitter: none}}"))
     t0 = time.monotonic()
@@ -222,7 +184,7 @@ def test_a_body_cut_before_anything_reached_the_client_moves_to_the_backup(
         return resp
 
     primary.on("/v1/x", cut)
-    b = start_bridge(config(("primary", primary.url), ("backup", backup.url)))
+    b = start_bridge(one_route(("primary", primary.url), ("backup", backup.url)))
     r = client.get(b.url("api") + "/v1/x")
     assert r.status_code == 200
     assert r.json()["path"] == "/v1/x"  # the backup's complete body, never the cut one
@@ -236,7 +198,7 @@ def test_a_connection_dropped_before_headers_moves_a_get_on_but_not_a_post(
         start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", drop_before_headers)
-    b = start_bridge(config(("primary", primary.url), ("backup", backup.url)))
+    b = start_bridge(one_route(("primary", primary.url), ("backup", backup.url)))
     r = client.get(b.url("api") + "/v1/x")
     assert r.status_code == 200
     assert r.headers["x-bridge-upstream"] == "backup"
@@ -255,7 +217,7 @@ def test_a_connection_dropped_before_headers_moves_a_get_on_but_not_a_post(
 def test_one_try_reaches_the_upstream_once_even_when_the_connection_drops(
         start_bridge, upstream, client):
     upstream.on("/v1/x", drop_before_headers)
-    b = start_bridge(config(("primary", upstream.url)))  # no retry: one try per upstream
+    b = start_bridge(one_route(("primary", upstream.url)))  # no retry: one try per upstream
     r = client.get(b.url("api") + "/v1/x")
     assert r.status_code == 502
     assert r.headers["x-bridge-error"] == "upstream_reset"
@@ -272,7 +234,7 @@ def test_each_upstream_gets_retry_attempts_tries_with_exponential_backoff_before
     primary, backup = upstream_factory(), upstream_factory()
     stamps: list[float] = []
     primary.on("/v1/x", answer(503, stamps=stamps))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", primary.url), ("backup", backup.url),
         extra="retry: {attempts: 3, backoff: {initial: 50ms, max: 1s, jitter: none}}"))
     r = client.get(b.url("api") + "/v1/x")
@@ -290,7 +252,7 @@ def test_backoff_is_capped_at_max_and_equal_jitter_waits_at_least_half(
         start_bridge, upstream, client):
     stamps: list[float] = []
     upstream.on("/v1/x", answer(503, stamps=stamps))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", upstream.url),
         extra="retry: {attempts: 4, backoff: {initial: 80ms, max: 120ms, jitter: equal}}"))
     r = client.get(b.url("api") + "/v1/x")
@@ -306,7 +268,7 @@ def test_backoff_is_capped_at_max_and_equal_jitter_waits_at_least_half(
 def test_a_status_not_in_retry_on_is_returned_as_is(start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", answer(500))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", primary.url), ("backup", backup.url),
         extra="retry: {attempts: 3, on: [503], backoff: {initial: 10ms}}"))
     r = client.get(b.url("api") + "/v1/x")
@@ -323,7 +285,7 @@ def test_a_status_not_in_retry_on_is_returned_as_is(start_bridge, upstream_facto
 def test_the_connect_word_in_retry_on_decides_whether_a_refusal_moves_on(
         start_bridge, upstream, client, listed):
     on = "[503, connect]" if listed else "[503]"
-    b = start_bridge(config(("primary", dead_url()), ("backup", upstream.url),
+    b = start_bridge(one_route(("primary", dead_url()), ("backup", upstream.url),
                             extra=f"retry: {{attempts: 2, on: {on}, backoff: {{initial: 10ms}}}}"))
     r = client.get(b.url("api") + "/v1/x")
     if listed:
@@ -343,7 +305,7 @@ def test_the_timeout_word_in_retry_on_decides_whether_a_timeout_moves_on(
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", hanging(3))
     on = "[503, timeout]" if listed else "[503]"
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", primary.url), ("backup", backup.url),
         extra=f"timeout: {{connect: 1s, total: 300ms}}\n"
               f"retry: {{attempts: 1, on: {on}}}"))
@@ -371,7 +333,7 @@ BODY = bytes(range(256)) * 40 + b"\r\n\x00end"  # binary, every byte value, 10 K
 def test_a_post_is_not_retried_after_a_503_by_default(start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", answer(503))
-    b = start_bridge(config(("primary", primary.url), ("backup", backup.url),
+    b = start_bridge(one_route(("primary", primary.url), ("backup", backup.url),
                             extra="retry: {attempts: 3, backoff: {initial: 10ms}}"))
     r = client.post(b.url("api") + "/v1/x", content=BODY)
     assert r.status_code == 503
@@ -386,7 +348,7 @@ def test_a_post_listed_in_retry_methods_is_retried_with_its_body_intact_on_every
         start_bridge, upstream_factory, client, framing):
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", answer(503))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", primary.url), ("backup", backup.url),
         extra="retry: {attempts: 3, methods: [POST], backoff: {initial: 10ms}}"))
     content = BODY if framing == "content-length" else iter([BODY[:3000], BODY[3000:]])
@@ -403,7 +365,7 @@ def test_a_post_listed_in_retry_methods_is_retried_with_its_body_intact_on_every
 
 
 def test_a_post_whose_connection_was_refused_moves_to_the_backup(start_bridge, upstream, client):
-    b = start_bridge(config(("primary", dead_url()), ("backup", upstream.url),
+    b = start_bridge(one_route(("primary", dead_url()), ("backup", upstream.url),
                             extra="retry: {attempts: 2, backoff: {initial: 10ms}}"))
     r = client.post(b.url("api") + "/v1/x", content=BODY)
     assert r.status_code == 200
@@ -431,7 +393,7 @@ def _once_429_then_ok(stamps: list, retry_after):
 def test_retry_after_in_seconds_is_waited_for(start_bridge, upstream, client):
     stamps: list[float] = []
     upstream.on("/v1/x", _once_429_then_ok(stamps, "1"))
-    b = start_bridge(config(("primary", upstream.url),
+    b = start_bridge(one_route(("primary", upstream.url),
                             extra="retry: {attempts: 2, backoff: {initial: 10ms, max: 5s}}"))
     t0 = time.monotonic()
     r = client.get(b.url("api") + "/v1/x")
@@ -447,7 +409,7 @@ def test_retry_after_as_an_http_date_is_waited_for(start_bridge, upstream, clien
     # An HTTP date has whole seconds: now+2s, truncated, is between 1 and 2 s away.
     upstream.on("/v1/x", _once_429_then_ok(
         stamps, lambda: formatdate(time.time() + 2, usegmt=True)))
-    b = start_bridge(config(("primary", upstream.url),
+    b = start_bridge(one_route(("primary", upstream.url),
                             extra="retry: {attempts: 2, backoff: {initial: 10ms, max: 5s}}"))
     r = client.get(b.url("api") + "/v1/x")
     assert r.status_code == 200
@@ -459,7 +421,7 @@ def test_a_retry_after_beyond_backoff_max_returns_the_429_at_once_when_nothing_i
         start_bridge, upstream, client):
     stamps: list[float] = []
     upstream.on("/v1/x", answer(429, headers={"Retry-After": "30"}, stamps=stamps))
-    b = start_bridge(config(("primary", upstream.url),
+    b = start_bridge(one_route(("primary", upstream.url),
                             extra="retry: {attempts: 3, backoff: {initial: 10ms, max: 1s}}"))
     t0 = time.monotonic()
     r = client.get(b.url("api") + "/v1/x")
@@ -475,7 +437,7 @@ def test_a_retry_after_beyond_backoff_max_moves_to_the_backup_at_once(
         start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", answer(429, headers={"Retry-After": "30"}))
-    b = start_bridge(config(("primary", primary.url), ("backup", backup.url),
+    b = start_bridge(one_route(("primary", primary.url), ("backup", backup.url),
                             extra="retry: {attempts: 3, backoff: {initial: 10ms, max: 1s}}"))
     t0 = time.monotonic()
     r = client.get(b.url("api") + "/v1/x")
@@ -489,7 +451,7 @@ def test_a_retry_after_beyond_backoff_max_moves_to_the_backup_at_once(
 def test_respect_retry_after_false_uses_the_backoff_instead(start_bridge, upstream, client):
     stamps: list[float] = []
     upstream.on("/v1/x", _once_429_then_ok(stamps, "30"))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", upstream.url),
         extra="retry: {attempts: 2, respect_retry_after: false,"
               " backoff: {initial: 10ms, max: 1s}}"))
@@ -505,7 +467,7 @@ def test_respect_retry_after_false_uses_the_backoff_instead(start_bridge, upstre
 
 def test_the_retry_budget_bounds_tries_against_a_dead_upstream(start_bridge, upstream, client):
     upstream.on("/v1/x", answer(503))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", upstream.url),
         extra="retry: {attempts: 3, budget: 10%, budget_floor: 1/s,"
               " backoff: {initial: 1ms, max: 2ms}}"))
@@ -532,7 +494,7 @@ def test_the_retry_budget_bounds_tries_against_a_dead_upstream(start_bridge, ups
 def test_a_hanging_upstream_gives_504_upstream_timeout_within_the_total(
         start_bridge, upstream, client):
     upstream.on("/v1/x", hanging(3))
-    b = start_bridge(config(("primary", upstream.url),
+    b = start_bridge(one_route(("primary", upstream.url),
                             extra="timeout: {connect: 1s, total: 300ms}"))
     t0 = time.monotonic()
     r = client.get(b.url("api") + "/v1/x")
@@ -548,7 +510,7 @@ def test_a_hanging_upstream_gives_504_upstream_timeout_within_the_total(
 
 def test_a_connect_timeout_moves_on_after_timeout_connect_not_total(
         start_bridge, blackhole, upstream, client):
-    b = start_bridge(config(("primary", blackhole.url), ("backup", upstream.url),
+    b = start_bridge(one_route(("primary", blackhole.url), ("backup", upstream.url),
                             extra="timeout: {connect: 200ms, total: 3s}"))
     t0 = time.monotonic()
     r = client.get(b.url("api") + "/v1/x")
@@ -560,7 +522,7 @@ def test_a_connect_timeout_moves_on_after_timeout_connect_not_total(
 
 def test_an_expired_connect_timeout_counts_as_timeout_and_gives_504(
         start_bridge, blackhole, client):
-    b = start_bridge(config(("primary", blackhole.url),
+    b = start_bridge(one_route(("primary", blackhole.url),
                             extra="timeout: {connect: 200ms, total: 3s}"))
     t0 = time.monotonic()
     r = client.get(b.url("api") + "/v1/x")
@@ -573,7 +535,7 @@ def test_an_expired_connect_timeout_counts_as_timeout_and_gives_504(
 
 def test_a_post_whose_connection_never_opened_moves_to_the_backup(
         start_bridge, blackhole, upstream, client):
-    b = start_bridge(config(("primary", blackhole.url), ("backup", upstream.url),
+    b = start_bridge(one_route(("primary", blackhole.url), ("backup", upstream.url),
                             extra="timeout: {connect: 200ms, total: 3s}"))
     r = client.post(b.url("api") + "/v1/x", content=BODY)
     assert r.status_code == 200
@@ -594,7 +556,7 @@ def test_a_buffered_body_that_stalls_after_the_headers_times_out_and_moves_on(
         return resp
 
     primary.on("/v1/x", stall_body)
-    b = start_bridge(config(("primary", primary.url), ("backup", backup.url),
+    b = start_bridge(one_route(("primary", primary.url), ("backup", backup.url),
                             extra="timeout: {connect: 1s, total: 300ms}"))
     t0 = time.monotonic()
     r = client.get(b.url("api") + "/v1/x")
@@ -614,7 +576,7 @@ def test_a_stream_that_stalls_after_the_first_event_ends_with_an_in_band_sse_err
         return resp
 
     upstream.on("/sse", stall)
-    b = start_bridge(config(("primary", upstream.url),
+    b = start_bridge(one_route(("primary", upstream.url),
                             extra="timeout: {connect: 1s, total: 300ms}"))
     t0 = time.monotonic()
     r, lines = sse_lines(client, b.url("api") + "/sse")
@@ -630,17 +592,8 @@ def test_a_stream_that_stalls_after_the_first_event_ends_with_an_in_band_sse_err
 
 def test_a_stream_with_short_idle_gaps_is_not_cut_by_the_total_timeout(
         start_bridge, upstream, client):
-    async def steady(request):
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        for i in range(6):
-            await resp.write(f"data: {i}\n\n".encode())
-            await asyncio.sleep(0.15)
-        await resp.write_eof()
-        return resp
-
-    upstream.on("/sse", steady)
-    b = start_bridge(config(("primary", upstream.url),
+    upstream.on("/sse", counting_sse(6, gap=0.15))
+    b = start_bridge(one_route(("primary", upstream.url),
                             extra="timeout: {connect: 1s, total: 300ms}"))
     t0 = time.monotonic()
     r, lines = sse_lines(client, b.url("api") + "/sse")
@@ -664,7 +617,7 @@ def test_a_stream_that_breaks_after_it_started_is_never_retried(
         return resp
 
     primary.on("/sse", breaks)
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", primary.url), ("backup", backup.url),
         extra="retry: {attempts: 3, on: [502, 503, connect, reset, timeout],"
               " backoff: {initial: 10ms}}"))
@@ -673,7 +626,7 @@ def test_a_stream_that_breaks_after_it_started_is_never_retried(
     assert r.headers["x-bridge-attempts"] == "1"
     assert lines[0] == "data: one"
     assert "event: error" in lines
-    time.sleep(0.2)  # nothing further may be tried after the break
+    time.sleep(0.2)  # on purpose: nothing further may be tried in this while after the break
     assert len(primary.calls) == 1 and len(backup.calls) == 0
     assert tries(flow_event(b, r)) == [("primary", "ok")]
 
@@ -684,7 +637,7 @@ def test_a_stream_that_breaks_after_it_started_is_never_retried(
 def test_weighted_3_to_1_splits_1000_requests_within_5_points(
         start_bridge, upstream_factory, client):
     a, c = upstream_factory(), upstream_factory()
-    b = start_bridge(config(("a", a.url, 3), ("c", c.url, 1), extra="strategy: weighted"))
+    b = start_bridge(one_route(("a", a.url, 3), ("c", c.url, 1), extra="strategy: weighted"))
     url = b.url("api") + "/v1/x"
     with ThreadPoolExecutor(16) as pool:
         picks = list(pool.map(lambda _: client.get(url).headers["x-bridge-upstream"],
@@ -697,7 +650,7 @@ def test_weighted_3_to_1_splits_1000_requests_within_5_points(
 
 def test_round_robin_rotates_exactly(start_bridge, upstream_factory, client):
     ups = [upstream_factory() for _ in range(3)]
-    b = start_bridge(config(*[(n, u.url) for n, u in zip("xyz", ups, strict=True)],
+    b = start_bridge(one_route(*[(n, u.url) for n, u in zip("xyz", ups, strict=True)],
                             extra="strategy: round_robin"))
     picks = [client.get(b.url("api") + "/v1/x").headers["x-bridge-upstream"] for _ in range(12)]
     assert picks == list("xyz") * 4
@@ -709,7 +662,7 @@ def test_least_latency_prefers_the_fast_upstream_but_still_probes_the_slow_one(
     fast, slow = upstream_factory(), upstream_factory()
     fast.on("/v1/x", answer(200, delay=0.005))
     slow.on("/v1/x", answer(200, delay=0.06))
-    b = start_bridge(config(("fast", fast.url), ("slow", slow.url),
+    b = start_bridge(one_route(("fast", fast.url), ("slow", slow.url),
                             extra="strategy: least_latency"))
     n = 200
     picks = Counter(client.get(b.url("api") + "/v1/x").headers["x-bridge-upstream"]
@@ -725,7 +678,7 @@ def test_every_strategy_skips_an_upstream_whose_breaker_is_open(
         start_bridge, upstream_factory, client, strategy):
     ups = [upstream_factory() for _ in range(3)]
     ups[1].on("/v1/x", answer(503))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         *[(n, u.url) for n, u in zip("xyz", ups, strict=True)],
         extra=f"strategy: {strategy}\n"
               "breaker: {failure_rate: 50%, window: 2, min_calls: 2, open_for: 30s}"))
@@ -743,7 +696,9 @@ def test_every_strategy_skips_an_upstream_whose_breaker_is_open(
 
 # --- circuit breakers ----------------------------------------------------------------------------
 
-BREAKER = "breaker: {failure_rate: 50%, window: 4, min_calls: 4, open_for: 500ms, half_open_calls: 2}"
+OPEN_FOR = 30.0  # seconds: these tests move the bridge's ManualClock through it
+BREAKER = (f"breaker: {{failure_rate: 50%, window: 4, min_calls: 4, open_for: {OPEN_FOR:g}s,"
+           " half_open_calls: 2}")
 
 
 def _open_primary(b, client, primary, n: int = 4) -> None:
@@ -759,24 +714,25 @@ def test_a_breaker_opens_skips_the_upstream_then_half_opens_and_closes_after_goo
     primary, backup = upstream_factory(), upstream_factory()
     state = {"status": 503}
     primary.on("/v1/x", switchable(state))
-    b = start_bridge(config(("primary", primary.url), ("backup", backup.url), extra=BREAKER))
+    clock = ManualClock()
+    b = start_bridge(one_route(("primary", primary.url), ("backup", backup.url), extra=BREAKER),
+                     clock=clock)
     _open_primary(b, client, primary)
-    opened = time.monotonic()
     assert breaker_moves(b) == [("closed", "open")]
 
     # open: the primary gets no call at all; the request goes straight to the backup
+    clock.advance(OPEN_FOR - 1)  # still inside open_for
     for _ in range(3):
         r = client.get(b.url("api") + "/v1/x")
         assert r.status_code == 200
         assert r.headers["x-bridge-upstream"] == "backup"
         assert r.headers["x-bridge-attempts"] == "1"
-    assert time.monotonic() - opened < 0.5  # still inside open_for
     assert len(primary.calls) == 4
     assert tries(flow_event(b, r)) == [("primary", "breaker_open"), ("backup", "ok")]
 
     # after open_for: half-open, two good trials close it
     state["status"] = 200
-    time.sleep(max(0.0, opened + 0.55 - time.monotonic()))
+    clock.advance(1)
     r1 = client.get(b.url("api") + "/v1/x")
     assert r1.headers["x-bridge-upstream"] == "primary"
     assert breaker_moves(b, "primary")[-1] == ("open", "half_open")
@@ -792,9 +748,11 @@ def test_a_breaker_opens_skips_the_upstream_then_half_opens_and_closes_after_goo
 def test_a_failed_half_open_trial_reopens_the_breaker(start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", answer(503))
-    b = start_bridge(config(("primary", primary.url), ("backup", backup.url), extra=BREAKER))
+    clock = ManualClock()
+    b = start_bridge(one_route(("primary", primary.url), ("backup", backup.url), extra=BREAKER),
+                     clock=clock)
     _open_primary(b, client, primary)
-    time.sleep(0.55)
+    clock.advance(OPEN_FOR)
     r = client.get(b.url("api") + "/v1/x")
     assert r.headers["x-bridge-upstream"] == "backup"
     assert len(primary.calls) == 5  # exactly one trial
@@ -814,7 +772,7 @@ def test_with_every_breaker_open_the_client_gets_503_all_upstreams_unavailable_a
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", answer(503))
     backup.on("/v1/x", answer(503))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", primary.url), ("backup", backup.url),
         extra="breaker: {failure_rate: 50%, window: 2, min_calls: 2, open_for: 30s}"))
     for _ in range(2):
@@ -845,10 +803,12 @@ def test_half_open_lets_exactly_half_open_calls_trials_through(
         return web.json_response({"answered": state["status"]}, status=state["status"])
 
     primary.on("/v1/x", slow_switch)
-    b = start_bridge(config(("primary", primary.url), ("backup", backup.url), extra=BREAKER))
+    clock = ManualClock()
+    b = start_bridge(one_route(("primary", primary.url), ("backup", backup.url), extra=BREAKER),
+                     clock=clock)
     _open_primary(b, client, primary)
     state["status"] = 200
-    time.sleep(0.55)
+    clock.advance(OPEN_FOR)
     url = b.url("api") + "/v1/x"
     with ThreadPoolExecutor(8) as pool:
         picks = Counter(pool.map(lambda _: client.get(url).headers["x-bridge-upstream"],
@@ -861,7 +821,7 @@ def test_half_open_lets_exactly_half_open_calls_trials_through(
 def test_a_429_counts_against_the_breaker_by_default(start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", answer(429))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", primary.url), ("backup", backup.url),
         extra="breaker: {failure_rate: 50%, window: 2, min_calls: 2, open_for: 30s}"))
     for _ in range(2):
@@ -876,7 +836,7 @@ def test_failure_statuses_decide_what_counts_against_the_breaker(
     primary, backup = upstream_factory(), upstream_factory()
     state = {"status": 503}
     primary.on("/v1/x", switchable(state))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", primary.url), ("backup", backup.url),
         extra="retry: {attempts: 1, on: [500, 503]}\n"
               "breaker: {failure_rate: 50%, window: 4, min_calls: 4, open_for: 30s,"
@@ -899,7 +859,7 @@ def test_failure_statuses_decide_what_counts_against_the_breaker(
 def test_slow_calls_open_the_breaker(start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", answer(200, delay=0.08))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", primary.url), ("backup", backup.url),
         extra="timeout: 5s\n"
               "breaker: {failure_rate: 50%, window: 4, min_calls: 4, open_for: 30s,"
@@ -919,7 +879,7 @@ def test_bridge_status_shows_breaker_state_and_counts_per_upstream(
         start_bridge, upstream_factory, client):
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", answer(503))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", primary.url), ("backup", backup.url),
         extra="breaker: {failure_rate: 50%, window: 4, min_calls: 4, open_for: 30s}"))
     _open_primary(b, client, primary)
@@ -934,8 +894,7 @@ def test_bridge_status_shows_breaker_state_and_counts_per_upstream(
     assert k["calls"] == 4  # the window holds the last 4 of its 5 calls
     assert ups["backup"]["requests"] == 5
     # the CLI shows the same document
-    out = subprocess.run([sys.executable, "-m", "bridge_cli", "status", "--json"],
-                         env=free_env(), capture_output=True, text=True, timeout=30)
+    out = bridge_cmd(["status", "--json"], free_env(), timeout=30)
     assert out.returncode == 0, out.stderr
     cli_ups = {u["name"]: u for u in json.loads(out.stdout)["routes"][0]["upstreams"]}
     assert cli_ups["primary"]["breaker"]["state"] == "open"
@@ -945,7 +904,7 @@ def test_bridge_status_shows_breaker_state_and_counts_per_upstream(
 def test_an_open_breaker_survives_a_restart(start_bridge, upstream_factory, client, bridge_home):
     primary, backup = upstream_factory(), upstream_factory()
     primary.on("/v1/x", answer(503))
-    text = config(("primary", primary.url), ("backup", backup.url),
+    text = one_route(("primary", primary.url), ("backup", backup.url),
                   extra="breaker: {failure_rate: 50%, window: 4, min_calls: 4, open_for: 20s}")
     b = start_bridge(text)
     _open_primary(b, client, primary)
@@ -967,7 +926,7 @@ def test_an_open_breaker_survives_a_restart(start_bridge, upstream_factory, clie
 
 def test_the_attempt_loop_stops_when_the_client_goes_away(start_bridge, upstream, client):
     upstream.on("/v1/x", answer(503))
-    b = start_bridge(config(
+    b = start_bridge(one_route(
         ("primary", upstream.url),
         extra="retry: {attempts: 10, backoff: {initial: 200ms, max: 200ms, jitter: none}}"))
     with httpx.Client(trust_env=False, timeout=0.3) as impatient:
@@ -975,6 +934,10 @@ def test_the_attempt_loop_stops_when_the_client_goes_away(start_bridge, upstream
             impatient.get(b.url("api") + "/v1/x")
     at_give_up = len(upstream.calls)
     assert 1 <= at_give_up <= 3
-    time.sleep(1.0)  # with the loop still running, 5 more tries would land here
+    # The flow is published once the attempt loop has returned: at once when it stops for
+    # the gone client, after all 10 tries (~2 s) when it does not.
+    ev = _wait_for(lambda: next((e for e in b.events() if e.kind == "flow"), None),
+                   what="the flow of the abandoned request")
+    assert len(ev.tries) <= at_give_up + 1
     assert len(upstream.calls) <= at_give_up + 1
 

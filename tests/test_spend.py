@@ -38,6 +38,7 @@ from bridge_cli.engine.pricing import (
 )
 from bridge_cli.errors import StoreError
 from bridge_cli.store import DiskStore
+from tests.conftest import FakeClock
 
 REPO = Path(__file__).resolve().parent.parent
 HALF_MICRO = Decimal("0.0000005")
@@ -698,14 +699,6 @@ def test_usage_stripper_handles_crlf_streams():
 # --- budgets: a real DiskStore and a fake wall clock --------------------------------------------
 
 
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-
 @pytest.fixture
 def local_tz(monkeypatch):
     """Run the test in a given local time zone (TZ), restored afterwards."""
@@ -720,13 +713,6 @@ def local_tz(monkeypatch):
     time.tzset()
 
 
-@pytest.fixture
-def store(tmp_path):
-    s = DiskStore(tmp_path / "store")
-    yield s
-    s.close()
-
-
 def at(tz: ZoneInfo, *args, fold: int = 0) -> float:
     return dt.datetime(*args, tzinfo=tz, fold=fold).timestamp()
 
@@ -737,7 +723,7 @@ ROUTE = "route:llm"
 
 def test_reserve_settle_release_arithmetic(store, local_tz):
     tz = local_tz("Europe/Berlin")
-    clock = Clock(at(tz, 2026, 11, 25, 12, 0))
+    clock = FakeClock(at(tz, 2026, 11, 25, 12, 0))
     b = Budgets(store, clock)
     r, refusal = b.reserve([(ROUTE, DAY)], 10_000)
     assert refusal is None and r.amount == 10_000 and r.held == ((ROUTE, "2026-11-25"),)
@@ -764,19 +750,19 @@ def test_reserve_settle_release_arithmetic(store, local_tz):
 
 def test_a_reservation_settles_in_the_period_it_was_made(store, local_tz):
     tz = local_tz("Europe/Berlin")
-    clock = Clock(at(tz, 2026, 11, 25, 23, 59, 59))
+    clock = FakeClock(at(tz, 2026, 11, 25, 23, 59, 59))
     b = Budgets(store, clock)
     r, _ = b.reserve([(ROUTE, DAY)], 10_000)
-    clock.t += 2  # the answer arrives after midnight
+    clock.now += 2  # the answer arrives after midnight
     assert b.committed(ROUTE, DAY) == 0
     b.settle(r, 4_000)
     assert (b.committed(ROUTE, DAY), b.spent(ROUTE, DAY)) == (0, 0)  # the new day is clean
-    clock.t -= 2
+    clock.now -= 2
     assert (b.committed(ROUTE, DAY), b.spent(ROUTE, DAY)) == (4_000, 4_000)
 
 
 def test_reservations_are_all_or_none_across_route_and_global(store):
-    b = Budgets(store, Clock(1_790_000_000.0))
+    b = Budgets(store, FakeClock(1_790_000_000.0))
     route = Budget(limit_usd=100_000)
     glob = Budget(limit_usd=25_000)
     both = [(ROUTE, route), ("global", glob)]
@@ -818,7 +804,7 @@ class SlowStore:
 def test_concurrent_reservations_never_pass_the_limit(tmp_path):
     store = DiskStore(tmp_path / "store")
     try:
-        b = Budgets(SlowStore(store), Clock(1_790_000_000.0))
+        b = Budgets(SlowStore(store), FakeClock(1_790_000_000.0))
         route, glob = Budget(limit_usd=50_000), Budget(limit_usd=30_000)
         threads, granted, lock = 40, [], threading.Lock()
 
@@ -867,7 +853,7 @@ class BusyOn:
 
 
 def test_a_busy_store_leaves_no_reservation_behind(store):
-    b = Budgets(BusyOn(store, "global"), Clock(1_790_000_000.0))
+    b = Budgets(BusyOn(store, "global"), FakeClock(1_790_000_000.0))
     both = [(ROUTE, DAY), ("global", DAY)]
     try:
         b.reserve(both, 10_000)
@@ -877,7 +863,7 @@ def test_a_busy_store_leaves_no_reservation_behind(store):
 
 
 def test_budget_state_persists_in_the_store(tmp_path):
-    clock = Clock(1_790_000_000.0)
+    clock = FakeClock(1_790_000_000.0)
     with DiskStore(tmp_path / "store") as s:
         r, _ = Budgets(s, clock).reserve([(ROUTE, DAY)], 30_000)
         Budgets(s, clock).settle(r, 30_000)
@@ -888,7 +874,7 @@ def test_budget_state_persists_in_the_store(tmp_path):
 
 
 def test_reset_forgets_one_scope_only(store):
-    b = Budgets(store, Clock(1_790_000_000.0))
+    b = Budgets(store, FakeClock(1_790_000_000.0))
     for scope in (ROUTE, "route:llm2", "global"):
         r, _ = b.reserve([(scope, DAY)], 1_000)
         b.settle(r, 1_000)
@@ -967,22 +953,22 @@ ROLLING = Budget(limit_usd=50_000, period=None, rolling=24 * 3600.0)
 
 def test_a_rolling_window_forgets_old_spend_and_has_no_reset_time(store):
     t0 = 1_790_000_000.0 - 1_790_000_000.0 % 3600 + 600  # ten past an hour
-    clock = Clock(t0)
+    clock = FakeClock(t0)
     b = Budgets(store, clock)
     r, _ = b.reserve([(ROUTE, ROLLING)], 40_000)
     b.settle(r, 40_000)
     for hours in (1, 6, 12, 22.5):
-        clock.t = t0 + hours * 3600
+        clock.now = t0 + hours * 3600
         assert b.spent(ROUTE, ROLLING) == 40_000, hours
         refusal = b.reserve([(ROUTE, ROLLING)], 20_000)[1]
         assert refusal is not None and refusal.resets_at is None and refusal.committed == 40_000
     r, _ = b.reserve([(ROUTE, ROLLING)], 10_000)  # what's left still fits, in a new bucket
     b.settle(r, 10_000)
     assert b.committed(ROUTE, ROLLING) == 50_000
-    clock.t = t0 + 25 * 3600  # the first call aged out, the second one not
+    clock.now = t0 + 25 * 3600  # the first call aged out, the second one not
     assert b.spent(ROUTE, ROLLING) == 10_000
     assert b.reserve([(ROUTE, ROLLING)], 40_000)[1] is None
-    clock.t = t0 + 60 * 3600
+    clock.now = t0 + 60 * 3600
     assert b.committed(ROUTE, ROLLING) == 0
 
 
@@ -993,11 +979,11 @@ def test_a_rolling_window_forgets_old_spend_and_has_no_reset_time(store):
 def test_a_rolling_window_holds_spend_for_the_whole_window(store, window, spent_at_minute, later):
     rolling = Budget(limit_usd=50_000, period=None, rolling=window)
     t0 = 1_790_000_000.0 - 1_790_000_000.0 % 3600 + spent_at_minute * 60
-    clock = Clock(t0)
+    clock = FakeClock(t0)
     b = Budgets(store, clock)
     r, _ = b.reserve([(ROUTE, rolling)], 40_000)
     b.settle(r, 40_000)
-    clock.t = t0 + later  # still inside the window
+    clock.now = t0 + later  # still inside the window
     assert b.spent(ROUTE, rolling) == 40_000
 
 
@@ -1006,7 +992,7 @@ def test_a_rolling_window_holds_spend_for_the_whole_window(store, window, spent_
 
 def test_alert_fires_once_per_period_when_alert_at_is_reached(store, local_tz):
     tz = local_tz("Europe/Berlin")
-    clock = Clock(at(tz, 2026, 11, 25, 9, 0))
+    clock = FakeClock(at(tz, 2026, 11, 25, 9, 0))
     b = Budgets(store, clock)
     budget = Budget(limit_usd=100_000, period="day", alert_at=0.8)
 
@@ -1019,14 +1005,14 @@ def test_alert_fires_once_per_period_when_alert_at_is_reached(store, local_tz):
     assert spend(29_999) is False  # 79.999 %
     assert spend(1) is True  # 80 % exactly
     assert [spend(1_000) for _ in range(5)] == [False] * 5  # once, not per call
-    clock.t = at(tz, 2026, 11, 26, 9, 0)  # a new day, a new period
+    clock.now = at(tz, 2026, 11, 26, 9, 0)  # a new day, a new period
     assert spend(10_000) is False
     assert spend(75_000) is True
     assert spend(1_000) is False
 
 
 def test_alert_counts_reservations_in_flight(store):
-    b = Budgets(store, Clock(1_790_000_000.0))
+    b = Budgets(store, FakeClock(1_790_000_000.0))
     budget = Budget(limit_usd=100_000, alert_at=0.5)
     b.reserve([(ROUTE, budget)], 60_000)
     assert b.crossed_alert(ROUTE, budget) is True

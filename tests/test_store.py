@@ -2,6 +2,7 @@
 Store protocol's cache and money reads; the ledger, breaker and cache-entry repositories on
 DiskStore and on a second, in-memory backend; a busy store where money is concerned."""
 
+import contextlib
 import json
 import logging
 import os
@@ -33,15 +34,9 @@ from bridge_cli.store import (
     open_store,
 )
 from bridge_cli.store.breakers import BREAKER_FORMAT
-from bridge_cli.store.ledger import LEDGER_FORMAT
+from bridge_cli.store.ledger import LEDGER_FORMAT, day_of
 from bridge_cli.store.responses import ResponseStores
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = DiskStore(tmp_path / "store")
-    yield s
-    s.close()
+from tests.conftest import wait_for
 
 
 class Planted:
@@ -126,8 +121,7 @@ def test_ttl_expires_value(store):
     store.set("short", "v", ttl=0.05)
     store.set("long", "v", ttl=60)
     assert store.get("short") == "v"
-    time.sleep(0.15)
-    assert store.get("short") is None
+    wait_for(lambda: store.get("short") is None, timeout=1.0, what="the 50 ms value expiring")
     assert store.get("long") == "v"
     assert list(store.scan("")) == ["long"]
 
@@ -190,8 +184,8 @@ def test_incr_starts_from_zero_and_adds(store):
 def test_incr_keeps_the_keys_expiry(store):
     store.set("spend:route:r:today", 5, ttl=0.2)
     assert store.incr("spend:route:r:today", 1) == 6
-    time.sleep(0.3)
-    assert store.get("spend:route:r:today") is None
+    wait_for(lambda: store.get("spend:route:r:today") is None, timeout=1.0,
+             what="the counter expiring")
 
 
 def test_incr_on_a_non_integer_is_a_store_error(store):
@@ -261,6 +255,7 @@ from bridge_cli.errors import StoreError
 from bridge_cli.store import DiskStore
 store = DiskStore(Path(sys.argv[1]))
 go = Path(sys.argv[2])
+Path(sys.argv[3]).touch()  # ready: imported, store open
 while not go.exists():
     time.sleep(0.001)
 granted = busy = 0
@@ -276,15 +271,16 @@ print(granted, busy)
 def test_reserve_never_exceeds_limit_across_processes(tmp_path):
     DiskStore(tmp_path / "store").close()  # create the schema before the race
     go = tmp_path / "go"
+    ready = [tmp_path / f"ready-{i}" for i in range(2)]
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, str(tmp_path / "store"), str(go)],
+            [sys.executable, "-c", WORKER, str(tmp_path / "store"), str(go), str(r)],
             stdout=subprocess.PIPE,
             text=True,
         )
-        for _ in range(2)
+        for r in ready
     ]
-    time.sleep(0.5)  # let both import and open the store
+    wait_for(lambda: all(r.exists() for r in ready), timeout=30, what="both workers ready")
     go.touch()
     results = [tuple(map(int, p.communicate(timeout=60)[0].split())) for p in procs]
     assert all(p.returncode == 0 for p in procs)
@@ -474,7 +470,7 @@ def test_peek_reads_without_recording_a_use_and_touch_records_it(tmp_path):
     with open_cache_store(tmp_path / "cache") as s:
         s.set("entry:a", {"v": 1})
         stored = access_time(s, "entry:a")
-        time.sleep(0.01)
+        wait_for(lambda: time.time() > stored, what="the clock moving on")  # so a touch shows
         assert s.peek("entry:a") == {"v": 1}
         assert s.peek("entry:missing") is None
         assert access_time(s, "entry:a") == stored  # no write on the read path
@@ -552,6 +548,15 @@ class MemoryStore:
 
     def touch(self, keys):
         self.touched += keys
+
+    @contextlib.contextmanager
+    def batch(self):
+        saved = json.loads(json.dumps(self.data))
+        try:
+            yield
+        except BaseException:
+            self.data = saved  # all or nothing
+            raise
 
     def close(self):
         pass
@@ -695,3 +700,17 @@ def test_a_busy_store_refuses_a_reservation_and_holds_nothing(busy):
 def test_a_busy_store_refuses_breaker_state_loudly(busy):
     with pytest.raises(StoreError, match="busy"):
         BreakerStates(busy).save_open("r", "u", 1.0)
+
+
+def test_a_batch_of_rows_is_one_record_per_day_and_reads_back_as_rows(backend):
+    ledger = Ledger(backend)
+    rows = [a_row(NOV_25_NOON + i, route="a" if i % 2 else "b", cost=i) for i in range(5)]
+    rows.append(a_row(NOV_25_NOON + 86400, route="a", cost=99))  # the next day
+    keys = ledger.append_many(rows)
+    assert len(keys) == 2  # one batch for the 25th, one single row for the 26th
+    got = ledger.rows("2000-01-01")
+    assert sorted(r["cost_micros"] for r in got) == [0, 1, 2, 3, 4, 99]
+    assert {r["day"] for r in got} == {day_of(NOV_25_NOON), day_of(NOV_25_NOON + 86400)}
+    assert ledger.remove("a") == 3  # out of a batch and a single row
+    assert sorted(r["cost_micros"] for r in ledger.rows("2000-01-01")) == [0, 2, 4]
+    assert ledger.remove() == 3 and ledger.rows("2000-01-01") == []

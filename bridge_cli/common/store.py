@@ -25,6 +25,7 @@ integer number of micro-dollars, never a float.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from typing import Any, Protocol, runtime_checkable
 
 
@@ -77,6 +78,10 @@ class Store(Protocol):
 
     def release(self, key: str, amount: int) -> int:
         """Atomically subtract amount from the integer at key, never below 0; return it."""
+        ...
+
+    def batch(self) -> AbstractContextManager[None]:
+        """A context in which every write is one transaction (StoreError when busy)."""
         ...
 
     def touch(self, keys: list[str]) -> None:

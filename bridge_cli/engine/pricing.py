@@ -9,8 +9,10 @@ estimate a budget reserves before a request leaves.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
+from functools import lru_cache
 from typing import Any
 
 import genai_prices
@@ -28,8 +30,10 @@ def to_micros(usd: Decimal | float | int) -> int:
     return int((Decimal(str(usd)) * MICROS).quantize(Decimal(1), rounding=ROUND_HALF_UP))
 
 
+@lru_cache(maxsize=1)
 def snapshot_version() -> str:
-    """Which price data priced a call (recorded beside each cost)."""
+    """Which price data priced a call (recorded beside each cost); read once, as reading
+    package metadata costs more than pricing the call."""
     from importlib.metadata import version
 
     return f"genai-prices {version('genai-prices')}"
@@ -226,7 +230,14 @@ class StreamUsage(StreamObserver):
 # --- the worst case a budget reserves --------------------------------------------------------
 
 def _model_prices(provider: str, model: str) -> tuple[Decimal, Decimal] | None:
-    """(input, output) USD per token of a model, or None when genai-prices doesn't know it."""
+    """(input, output) USD per token of a model, or None when genai-prices doesn't know it.
+    Looked up once an hour per model (prices may change on a date): two genai-prices
+    calculations cost more than bridge's whole share of a request."""
+    return _hourly_prices(provider, model, int(time.time() // 3600))
+
+
+@lru_cache(maxsize=1024)
+def _hourly_prices(provider: str, model: str, _hour: int) -> tuple[Decimal, Decimal] | None:
     try:
         probe = genai_prices.calc_price(Usage(input_tokens=1_000_000, output_tokens=0), model,
                                         provider_id=provider)

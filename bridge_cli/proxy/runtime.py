@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 
 from mitmproxy import options as mitm_options
@@ -28,17 +27,17 @@ from mitmproxy.addons import (
 )
 from mitmproxy.master import Master
 
-from bridge_cli.config.loader import load_config
 from bridge_cli.config.model import Config
 from bridge_cli.control.server import ControlServer
 from bridge_cli.control.view import PROXY_LISTENER
 from bridge_cli.engine.breaker import OPEN, Transition
+from bridge_cli.engine.budget import Budgets
 from bridge_cli.engine.cache import ReplayMode
 from bridge_cli.engine.chaos import Chaos
 from bridge_cli.engine.clock import Clock
-from bridge_cli.engine.events import BreakerEvent, EventBus, FlowEvent, NoticeEvent
+from bridge_cli.engine.events import BreakerEvent, EventBus, FlowEvent
 from bridge_cli.engine.resilience import Resilience
-from bridge_cli.errors import BridgeError, ConfigError, StartupError
+from bridge_cli.errors import BridgeError, StartupError
 from bridge_cli.proxy.addons import bridge_addons
 from bridge_cli.proxy.addons.cache import CacheAddon
 from bridge_cli.proxy.forwarder import Forwarder
@@ -51,25 +50,15 @@ from bridge_cli.proxy.listeners import (
     settled_servers,
 )
 from bridge_cli.proxy.outbound import make_session
+from bridge_cli.proxy.reload import Reloading
+from bridge_cli.proxy.settler import Settler
 from bridge_cli.proxy.snapshot import BridgeSnapshot
 from bridge_cli.proxy.state import LiveState
 from bridge_cli.store import BreakerStates, FlowLog, open_store
 from bridge_cli.store.responses import ResponseStores
 
 log = logging.getLogger("bridge")
-WATCH_INTERVAL = 0.5  # seconds between looks at the config file
 BIND_TRIES = 5  # ports picked for a port-0 listener before giving up (each taken meanwhile)
-
-
-@dataclass
-class ReloadResult:
-    """What a reload did: applied, or refused with the reason (the old config serves on)."""
-
-    applied: bool
-    message: str
-
-    def to_dict(self) -> dict:
-        return {"applied": self.applied, "message": self.message}
 
 
 def mitmproxy_addons() -> list:
@@ -94,7 +83,7 @@ def mitmproxy_confdir(home: Path) -> Path:
     return home / "mitmproxy"
 
 
-class Bridge:
+class Bridge(Reloading):
     """Start, reload and stop one bridge on the running event loop."""
 
     def __init__(self, config: Config, home: Path, *, config_path: Path | None = None,
@@ -120,6 +109,7 @@ class Bridge:
         self.cache_addon: CacheAddon | None = None
         self.control = None
         self.store = None
+        self.settler: Settler | None = None
         self.flowlog: FlowLog | None = None
         self.token = secrets.token_urlsafe(24)
         self._tasks: list[asyncio.Task] = []
@@ -165,9 +155,11 @@ class Bridge:
         confdir.mkdir(mode=0o700, parents=True, exist_ok=True)
         opts = mitm_options.Options()
         self.master = Master(opts)
-        ours = bridge_addons(self.state, self.bus, self.store, self.forwarder, self.responses,
-                             self.clock,
-                             self.replay)
+        loop = asyncio.get_running_loop()
+        self.settler = Settler(self.store, Budgets(self.store, self.clock.wall),
+                               lambda e: loop.call_soon_threadsafe(self.bus.publish, e))
+        ours = bridge_addons(self.state, self.bus, self.forwarder, self.responses, self.clock,
+                             self.replay, self.settler.budgets, self.settler)
         self.cache_addon = next(a for a in ours if isinstance(a, CacheAddon))
         self.master.addons.add(*mitmproxy_addons())
         self.master.addons.add(*ours)
@@ -269,6 +261,8 @@ class Bridge:
             # Cached answers still being written land before the stores close.
             await asyncio.get_running_loop().run_in_executor(
                 None, self.cache_addon.writer.close)
+        if self.settler is not None:  # spend still settling lands before the store closes
+            await asyncio.get_running_loop().run_in_executor(None, self.settler.close)
         if self.store is not None:
             self.store.close()
         self.responses.close()
@@ -323,69 +317,7 @@ class Bridge:
             if touches:
                 loop.run_in_executor(None, _record_touches, touches)
 
-    # --- reload ----------------------------------------------------------------------
-    async def reload(self, config: Config | None = None) -> ReloadResult:
-        """Apply a new config (read from the file when None); refuse a bad one."""
-        async with self._reload_lock:
-            try:
-                if config is None:
-                    if self.config_path is None:
-                        raise ConfigError("bridge runs on the built-in default; there is no file to reload")
-                    config = load_config(self.config_path)
-                result = await self._apply(config)
-            except BridgeError as e:
-                result = ReloadResult(False, f"reload refused, the old config keeps serving: {e}")
-            self.bus.publish(NoticeEvent("info" if result.applied else "error", result.message))
-            return result
-
-    async def _apply(self, config: Config) -> ReloadResult:
-        old = self.state.config
-        previous = {p.name: p.listen for p in self._plans}
-        plans = plan_listeners(config, previous)
-        current = {p.spec for p in self._plans}
-        for plan in plans:
-            if plan.spec not in current and not plan.picked:  # a new or moved listener binds first
-                check_bindable(plan.listen, plan.key)
-        notes = []
-        if config.control.listen != old.control.listen:
-            notes.append("control.listen changes at the next start")
-        if config.store != old.store:
-            notes.append("store changes at the next start")
-        # New flows see the new config at once; flows in flight keep the one they started with.
-        self.state.mode_routes = {p.spec: p.name for p in plans if p.name != "proxy"}
-        self.state.resilience.sync(config)
-        self.state.chaos.sync_config(config.chaos.faults)
-        self.state.config = config
-        self._plans = plans
-        if {p.spec for p in plans} != current:
-            self.master.options.update(mode=[p.spec for p in plans])
-            await asyncio.sleep(0)
-            await self._await_listeners(plans)
-        msg = f"config reloaded from {config.source}: {len(config.routes)} route(s)"
-        if notes:
-            msg += " (" + "; ".join(notes) + ")"
-        return ReloadResult(True, msg)
-
-    async def _watch_loop(self) -> None:
-        path = self.config_path
-        last = _file_sig(path)
-        while True:
-            await asyncio.sleep(WATCH_INTERVAL)
-            sig = _file_sig(path)
-            if sig != last:
-                await asyncio.sleep(0.1)  # let an editor finish writing
-                last = _file_sig(path)
-                await self.reload()
-
 
 def _record_touches(touches) -> None:
     for store, keys in touches:
         store.flush_touches(keys)
-
-
-def _file_sig(path: Path) -> tuple | None:
-    try:
-        st = path.stat()
-        return (st.st_mtime_ns, st.st_size)
-    except OSError:
-        return None

@@ -281,6 +281,13 @@ class DiskStore:
                 self._write_int(key, left, expire_at)
             return left
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Every write inside is one transaction: all land or none (StoreError when busy).
+        One commit for many writes is what keeps the spend ledger cheap under load."""
+        with self._writing("batch", ""), self._cache.transact():
+            yield
+
     def close(self) -> None:
         """Close the database connections of this thread."""
         self._cache.close()

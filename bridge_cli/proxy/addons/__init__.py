@@ -27,7 +27,6 @@ part of the design:
 
 from __future__ import annotations
 
-from bridge_cli.common.store import Store
 from bridge_cli.engine.budget import Budgets
 from bridge_cli.engine.cache import ReplayMode
 from bridge_cli.engine.clock import Clock
@@ -43,20 +42,21 @@ from bridge_cli.proxy.addons.spend import SpendAddon
 from bridge_cli.proxy.addons.upstream import UpstreamAddon
 from bridge_cli.proxy.cache_writer import CacheWriter
 from bridge_cli.proxy.forwarder import Forwarder
+from bridge_cli.proxy.settler import Settler
 from bridge_cli.proxy.state import LiveState
 from bridge_cli.store.responses import ResponseStores
 
 
-def bridge_addons(state: LiveState, bus: EventBus, store: Store, forwarder: Forwarder,
-                  responses: ResponseStores, clock: Clock, replay: ReplayMode) -> list:
+def bridge_addons(state: LiveState, bus: EventBus, forwarder: Forwarder,
+                  responses: ResponseStores, clock: Clock, replay: ReplayMode,
+                  budgets: Budgets, settler: Settler) -> list:
     """bridge's addons in the order mitmproxy must call them (see above)."""
     keep = KeepAddon(CacheWriter(responses, replay.cassette), InFlight(), clock)
-    budgets = Budgets(store, clock.wall)
     return [
         RouteAddon(state),
         HeaderFaultAddon(),
         CacheAddon(forwarder, responses, replay, keep, clock),
-        SpendAddon(bus, store, budgets),
+        SpendAddon(settler, clock),
         BudgetAddon(bus, budgets),
         UpstreamAddon(state, forwarder, clock),
         keep,

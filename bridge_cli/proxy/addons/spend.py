@@ -1,35 +1,27 @@
-"""Step 7 of a request: price the answer once it is complete (streamed too), settle its
-reservation, write the ledger. Decisions: engine/spend.py; reservations: addons/budget.py."""
+"""Step 7 of a request: price the answer once it is complete (streamed too) and hand its
+settlement to the settler (proxy/settler.py), which settles the reservation, writes the
+ledger and checks alerts behind the request. Decisions: engine/spend.py; reservations:
+addons/budget.py."""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import time
 
 from mitmproxy import http
 
-from bridge_cli.common.store import Store
 from bridge_cli.engine import spend as policy
-from bridge_cli.engine.budget import Budgets
-from bridge_cli.engine.events import BudgetEvent, EventBus
-from bridge_cli.engine.money import usd
+from bridge_cli.engine.clock import Clock
 from bridge_cli.engine.pricing import StreamUsage, UsageStripper
-from bridge_cli.errors import StoreError
 from bridge_cli.proxy.flowstate import FlowState, routed, state_of
-from bridge_cli.store.ledger import Ledger
-
-log = logging.getLogger("bridge.spend")
+from bridge_cli.proxy.settler import Settlement, Settler
 
 
 class SpendAddon:
-    """Usage pricing of every answer (streams too), the spend ledger and budget alerts."""
+    """Usage pricing of every answer (streams too)."""
 
-    def __init__(self, bus: EventBus, store: Store, budgets: Budgets) -> None:
-        self.bus = bus
-        self.ledger = Ledger(store)
-        self.budgets = budgets
+    def __init__(self, settler: Settler, clock: Clock) -> None:
+        self.settler = settler  # settles, writes the ledger and alerts behind the request
+        self.clock = clock
 
     def request(self, flow: http.HTTPFlow) -> None:
         if (got := routed(flow)) is None:
@@ -68,28 +60,10 @@ class SpendAddon:
         reservation = st.spend.reservation
         priced = policy.price_flow(st.route.spend, st.config.pricing, _facts(flow, st))
         st.spend.priced = policy.settle(priced, reservation.amount if reservation else None)
-        asyncio.get_running_loop().run_in_executor(None, self._settle, st, flow.request.path)
-
-    def _settle(self, st: FlowState, path: str) -> None:
-        """Off the event loop: settle the reservation, write the ledger, check alerts."""
-        priced, reservation, route = st.spend.priced, st.spend.reservation, st.route
-        try:
-            if reservation is not None:
-                if priced.status in ("free", "saved"):
-                    self.budgets.release(reservation)
-                else:
-                    self.budgets.settle(reservation, priced.cost)
-            now = time.time()
-            row = policy.ledger_row(now, st.id, route.name, st.tries.upstream, priced, path)
-            if row is not None:
-                self.ledger.append(row, st.id)
-            for scope, budget in policy.budgets_of(route, st.config):
-                if self.budgets.crossed_alert(scope, budget):
-                    committed = self.budgets.committed(scope, budget)
-                    self.bus.publish(BudgetEvent(scope, "alert", usd(committed),
-                                                 usd(budget.limit_usd), budget.action))
-        except StoreError as e:
-            log.warning("could not record spend of %s: %s", route.name, e)
+        row = policy.ledger_row(self.clock.wall(), st.id, st.route.name, st.tries.upstream,
+                                st.spend.priced, flow.request.path)
+        self.settler.submit(Settlement(st.id, reservation, st.spend.priced, row,
+                                       tuple(policy.budgets_of(st.route, st.config))))
 
 
 def _facts(flow: http.HTTPFlow, st: FlowState) -> policy.SpendFacts:

@@ -1,0 +1,149 @@
+"""Spend settles behind the requests: reservations settled or released, ledger rows written
+and budget alerts checked on one thread, in batches, one store transaction per batch.
+
+Money is never dropped because the store was busy: a batch that fails is retried (with a
+growing pause) until it lands; `close` keeps trying for a grace period and then says in
+the log exactly what could not be written.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bridge_cli.common.store import Store
+from bridge_cli.config.model import Budget
+from bridge_cli.engine.budget import Budgets, Reservation
+from bridge_cli.engine.events import BudgetEvent
+from bridge_cli.engine.money import usd
+from bridge_cli.engine.pricing import Priced
+from bridge_cli.errors import StoreError
+from bridge_cli.store.ledger import Ledger
+
+log = logging.getLogger("bridge.spend")
+INTERVAL = 0.05  # seconds between batches while requests keep finishing
+MAX_BATCH = 500  # settlements in one transaction
+MAX_PAUSE = 1.0  # seconds between tries of a batch the store refused
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """One finished request's money: its reservation, its price, its ledger row."""
+
+    flow_id: str
+    reservation: Reservation | None
+    priced: Priced
+    row: dict | None
+    budgets: tuple[tuple[str, Budget], ...]
+
+
+class Settler:
+    """Applies Settlements on one thread; `publish` gets budget alerts (thread-safe)."""
+
+    def __init__(self, store: Store, budgets: Budgets,
+                 publish: Callable[[BudgetEvent], None]) -> None:
+        self.store = store
+        self.budgets = budgets
+        self.ledger = Ledger(store)
+        self.publish = publish
+        self._queue: deque[Settlement] = deque()
+        self._wake = threading.Event()
+        self._closing = False
+        self._busy = False  # a batch is being written (its items are still queued)
+        self._deadline = float("inf")
+        self._thread = threading.Thread(target=self._run, name="bridge-settle", daemon=True)
+        self._thread.start()
+
+    def submit(self, settlement: Settlement) -> None:
+        """Queue a settlement (any thread); it lands within a batch interval."""
+        self._queue.append(settlement)
+        self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Block until everything submitted so far has landed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        self._wake.set()
+        while self._queue or self._busy:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def close(self, grace: float = 10.0) -> int:
+        """Land what is queued, trying for at most `grace` seconds; returns how many
+        settlements could not be written (each logged)."""
+        self._closing = True
+        self._deadline = time.monotonic() + grace
+        self._wake.set()
+        self._thread.join(grace + 1.0)
+        left = list(self._queue)
+        for s in left:
+            cost = s.priced.cost if s.priced.status not in ("free", "saved") else 0
+            log.error("spend of request %s not recorded (store unavailable): $%s",
+                      s.flow_id, usd(cost))
+        return len(left)
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(INTERVAL)
+            self._wake.clear()
+            if self._closing and (not self._queue or time.monotonic() > self._deadline):
+                return
+            if self._queue:
+                self._busy = True
+                try:
+                    self._land(list(itertools.islice(self._queue, MAX_BATCH)))
+                finally:
+                    self._busy = False
+
+    def _land(self, batch: list[Settlement]) -> None:
+        """Write one batch, retrying until it lands (or closing runs out of time)."""
+        pause = INTERVAL
+        while True:
+            try:
+                with self.store.batch():
+                    for s in batch:
+                        self._settle(s)
+                    rows = [s.row for s in batch if s.row is not None]
+                    if rows:
+                        self.ledger.append_many(rows)
+                break
+            except StoreError as e:
+                if self._closing and time.monotonic() > self._deadline:
+                    return
+                log.warning("spend of %d request(s) waits for the store (%s); retrying",
+                            len(batch), e)
+                time.sleep(pause)
+                pause = min(pause * 2, MAX_PAUSE)
+        for _ in batch:
+            self._queue.popleft()
+        self._alerts(batch)
+
+    def _settle(self, s: Settlement) -> None:
+        if s.reservation is not None:
+            if s.priced.status in ("free", "saved"):
+                self.budgets.release(s.reservation)
+            else:
+                self.budgets.settle(s.reservation, s.priced.cost)
+
+    def _alerts(self, batch: list[Settlement]) -> None:
+        seen: dict[str, Budget] = {}
+        for s in batch:
+            seen.update(s.budgets)
+        for scope, budget in seen.items():
+            try:
+                if self.budgets.crossed_alert(scope, budget):
+                    committed = self.budgets.committed(scope, budget)
+                    self.publish(BudgetEvent(scope, "alert", usd(committed),
+                                             usd(budget.limit_usd), budget.action))
+            except StoreError as e:  # an alert is advice: the next batch checks again
+                log.warning("could not check the alert of budget %s: %s", scope, e)
