@@ -51,15 +51,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# The load-generator plumbing both benchmarks share, from its first home.
-from overhead import (  # noqa: E402
-    WRK_DONE,
-    _content_length,
-    _request_bytes,
-    _signal_group,
-    accepts,
-    free_port,
-)
+# The plumbing the benchmarks share (_harness.py: processes; _loadgen.py: load generators).
+from _harness import _signal_group, accepts, free_port  # noqa: E402
+from _loadgen import WRK_DONE, _content_length, _request_bytes  # noqa: E402
 
 HOST = "127.0.0.1"
 PATH = "/v1/models/bench"
