@@ -124,3 +124,34 @@ def test_crossing_the_alert_threshold_is_published_once(store):
     alerts = [e for e in events if isinstance(e, BudgetEvent) and e.what == "alert"]
     assert len(alerts) == 1 and alerts[0].scope == "route:llm"
     settler.close()
+
+
+def test_reservations_made_together_never_pass_the_limit(store):
+    budgets = Budgets(store, lambda: NOW)
+    settler = Settler(store, budgets, lambda e: None)
+    budget = Budget(limit_usd=1000, period="day")
+    futures = [settler.reserve([("route:llm", budget)], 300) for _ in range(10)]
+    results = [f.result(timeout=5) for f in futures]
+    admitted = [r for r, refusal in results if refusal is None]
+    assert len(admitted) == 3  # 3 x 300 fits in 1000; a fourth would not
+    assert budgets.committed("route:llm", budget) == 900
+    settler.close()
+
+
+def test_a_reservation_waits_for_a_busy_store_then_fails_closed(store):
+    budgets = Budgets(store, lambda: NOW)
+    settler = Settler(store, budgets, lambda e: None, reserve_patience=0.3)
+    budget = Budget(limit_usd=1000, period="day")
+    locker = sqlite3.connect(store.directory / "cache.db", isolation_level=None)
+    locker.execute("BEGIN IMMEDIATE")
+    try:
+        with pytest.raises(StoreError, match="busy"):
+            settler.reserve([("route:llm", budget)], 300).result(timeout=5)
+        pending = settler.reserve([("route:llm", budget)], 300)
+        time.sleep(0.1)  # the store frees up while the reservation is still patient
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    reservation, refusal = pending.result(timeout=5)
+    assert refusal is None and reservation.amount == 300
+    settler.close()

@@ -159,7 +159,7 @@ class Bridge(Reloading):
         self.settler = Settler(self.store, Budgets(self.store, self.clock.wall),
                                lambda e: loop.call_soon_threadsafe(self.bus.publish, e))
         ours = bridge_addons(self.state, self.bus, self.forwarder, self.responses, self.clock,
-                             self.replay, self.settler.budgets, self.settler)
+                             self.replay, self.settler)
         self.cache_addon = next(a for a in ours if isinstance(a, CacheAddon))
         self.master.addons.add(*mitmproxy_addons())
         self.master.addons.add(*ours)

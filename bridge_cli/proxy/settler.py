@@ -1,9 +1,12 @@
-"""Spend settles behind the requests: reservations settled or released, ledger rows written
-and budget alerts checked on one thread, in batches, one store transaction per batch.
+"""All of a bridge's money writes on one thread: budget reservations before requests
+leave, and behind them settlements, ledger rows and alert checks, in batches, one store
+transaction per batch. One writer means requests of this process never wait on each
+other's locks (a reservation waits at most for the batch being written).
 
-Money is never dropped because the store was busy: a batch that fails is retried (with a
-growing pause) until it lands; `close` keeps trying for a grace period and then says in
-the log exactly what could not be written.
+Money is never dropped because the store was busy: a batch of settlements that fails is
+retried (with a growing pause) until it lands; `close` keeps trying for a grace period
+and then says in the log exactly what could not be written. A reservation the store
+can't take within RESERVE_PATIENCE fails, and the request is refused (fail closed).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 
 from bridge_cli.common.store import Store
@@ -29,6 +33,7 @@ log = logging.getLogger("bridge.spend")
 INTERVAL = 0.05  # seconds between batches while requests keep finishing
 MAX_BATCH = 500  # settlements in one transaction
 MAX_PAUSE = 1.0  # seconds between tries of a batch the store refused
+RESERVE_PATIENCE = 2.0  # seconds a reservation waits for a busy store before it fails
 
 
 @dataclass(frozen=True)
@@ -45,19 +50,29 @@ class Settlement:
 class Settler:
     """Applies Settlements on one thread; `publish` gets budget alerts (thread-safe)."""
 
-    def __init__(self, store: Store, budgets: Budgets,
-                 publish: Callable[[BudgetEvent], None]) -> None:
+    def __init__(self, store: Store, budgets: Budgets, publish: Callable[[BudgetEvent], None],
+                 reserve_patience: float = RESERVE_PATIENCE) -> None:
         self.store = store
+        self.reserve_patience = reserve_patience  # seconds
         self.budgets = budgets
         self.ledger = Ledger(store)
         self.publish = publish
         self._queue: deque[Settlement] = deque()
+        self._holds: deque[tuple[list, int, Future]] = deque()
         self._wake = threading.Event()
         self._closing = False
         self._busy = False  # a batch is being written (its items are still queued)
         self._deadline = float("inf")
         self._thread = threading.Thread(target=self._run, name="bridge-settle", daemon=True)
         self._thread.start()
+
+    def reserve(self, budgets: list[tuple[str, Budget]], amount: int) -> Future:
+        """Hold `amount` against `budgets` (Budgets.reserve) on the writer thread; the future
+        gives (Reservation, Refusal | None), or raises StoreError."""
+        future: Future = Future()
+        self._holds.append((budgets, amount, future))
+        self._wake.set()
+        return future
 
     def submit(self, settlement: Settlement) -> None:
         """Queue a settlement (any thread); it lands within a batch interval."""
@@ -96,6 +111,8 @@ class Settler:
         while True:
             self._wake.wait(INTERVAL)
             self._wake.clear()
+            if self._holds:
+                self._hold([self._holds.popleft() for _ in range(len(self._holds))])
             if self._closing and (not self._queue or time.monotonic() > self._deadline):
                 return
             if self._queue:
@@ -104,6 +121,28 @@ class Settler:
                     self._land(list(itertools.islice(self._queue, MAX_BATCH)))
                 finally:
                     self._busy = False
+
+    def _hold(self, holds: list[tuple[list, int, Future]]) -> None:
+        """Make every waiting reservation in one transaction; answer each future."""
+        pause, deadline = INTERVAL, time.monotonic() + self.reserve_patience
+        while True:
+            results: list = []
+            try:
+                with self.store.batch():
+                    for budgets, amount, _ in holds:
+                        results.append(_attempt(self.budgets.reserve, budgets, amount))
+                break
+            except StoreError as e:
+                if time.monotonic() + pause > deadline:
+                    results = [e] * len(holds)
+                    break
+                time.sleep(pause)
+                pause = min(pause * 2, MAX_PAUSE)
+        for (_, _, future), result in zip(holds, results, strict=True):
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
 
     def _land(self, batch: list[Settlement]) -> None:
         """Write one batch, retrying until it lands (or closing runs out of time)."""
@@ -147,3 +186,15 @@ class Settler:
                                              usd(budget.limit_usd), budget.action))
             except StoreError as e:  # an alert is advice: the next batch checks again
                 log.warning("could not check the alert of budget %s: %s", scope, e)
+
+
+def _attempt(fn, *args):
+    """fn(*args), or the exception it raised: one request's bug fails that request alone.
+    A StoreError still raises, so the whole transaction is tried again."""
+    try:
+        return fn(*args)
+    except StoreError:
+        raise
+    except Exception as e:
+        log.exception("a budget reservation failed")
+        return e

@@ -27,7 +27,6 @@ part of the design:
 
 from __future__ import annotations
 
-from bridge_cli.engine.budget import Budgets
 from bridge_cli.engine.cache import ReplayMode
 from bridge_cli.engine.clock import Clock
 from bridge_cli.engine.coalesce import InFlight
@@ -49,7 +48,7 @@ from bridge_cli.store.responses import ResponseStores
 
 def bridge_addons(state: LiveState, bus: EventBus, forwarder: Forwarder,
                   responses: ResponseStores, clock: Clock, replay: ReplayMode,
-                  budgets: Budgets, settler: Settler) -> list:
+                  settler: Settler) -> list:
     """bridge's addons in the order mitmproxy must call them (see above)."""
     keep = KeepAddon(CacheWriter(responses, replay.cassette), InFlight(), clock)
     return [
@@ -57,7 +56,7 @@ def bridge_addons(state: LiveState, bus: EventBus, forwarder: Forwarder,
         HeaderFaultAddon(),
         CacheAddon(forwarder, responses, replay, keep, clock),
         SpendAddon(settler, clock),
-        BudgetAddon(bus, budgets),
+        BudgetAddon(bus, settler),
         UpstreamAddon(state, forwarder, clock),
         keep,
         RecordAddon(bus),

@@ -9,7 +9,7 @@ import asyncio
 from mitmproxy import http
 
 from bridge_cli.engine import spend as policy
-from bridge_cli.engine.budget import Budgets, Refusal
+from bridge_cli.engine.budget import Refusal
 from bridge_cli.engine.events import BudgetEvent, EventBus
 from bridge_cli.engine.money import usd
 from bridge_cli.engine.pricing import worst_case
@@ -17,14 +17,15 @@ from bridge_cli.engine.replies import error_reply
 from bridge_cli.errors import StoreError
 from bridge_cli.proxy.flowstate import FlowState, routed
 from bridge_cli.proxy.respond import apply_reply
+from bridge_cli.proxy.settler import Settler
 
 
 class BudgetAddon:
     """Budget reservations by each request's worst case; a refusal is bridge's 402."""
 
-    def __init__(self, bus: EventBus, budgets: Budgets) -> None:
+    def __init__(self, bus: EventBus, settler: Settler) -> None:
         self.bus = bus
-        self.budgets = budgets
+        self.settler = settler  # reservations are made on its writer thread
 
     async def request(self, flow: http.HTTPFlow) -> None:
         if (got := routed(flow)) is None:
@@ -38,12 +39,15 @@ class BudgetAddon:
         amount = worst_case(st.route.spend, flow.request.method,
                             flow.request.raw_content or b"", st.config.pricing)
         try:
-            reservation, refusal = await asyncio.get_running_loop().run_in_executor(
-                None, self.budgets.reserve, budgets, amount)
+            reservation, refusal = await asyncio.wrap_future(self.settler.reserve(budgets, amount))
         except StoreError as e:
             # A busy or broken store must not let a budget be passed silently: refuse.
             apply_reply(flow, error_reply("budget_exceeded",
                                           f"bridge could not check the budget ({e}); try again"))
+            return
+        except Exception as e:  # a bug must not let a request past its budget either
+            apply_reply(flow, error_reply("bridge_internal",
+                                          f"bridge could not reserve against the budget ({e})"))
             return
         if refusal is not None:
             self._announce(refusal, amount)
