@@ -66,3 +66,23 @@ async def client_hang(hit: Hit, client_gone: Callable[[], bool], sleep: Sleep = 
     """`stage: client` hang: hold the answer until the client gives up or the hang ends."""
     seconds = HANG_FOREVER if hit.hang is True else float(hit.hang)
     await wait_unless_gone(seconds, sleep, client_gone, now)
+
+
+async def client_fault(hit: Hit, final: Outcome, shaping, clock, sleep: Sleep,
+                       client_gone: Callable[[], bool]):
+    """Apply a `stage: client` fault to the final answer, after bridge's own retries:
+    (answer, its shaping, error type). The answer is None when the fault resets or hangs
+    the connection instead (error names which); shaping merges the fault's own."""
+    if hit.delay:
+        await wait_unless_gone(hit.delay, sleep, client_gone, clock.monotonic)
+    if hit.terminal:
+        final.discard()
+        if hit.hang:
+            await client_hang(hit, client_gone, clock.sleep, clock.monotonic)
+        if hit.reset or hit.hang:
+            return None, None, "injected_reset" if hit.reset else "injected_hang"
+        final = Outcome("response", hit.status, handle=injected_response(hit),
+                        fault=hit.names[0])
+    if hit.shaping is not None:
+        shaping = hit.shaping if shaping is None else shaping.merge(hit.shaping)
+    return final, shaping, None

@@ -14,10 +14,10 @@ from mitmproxy import http
 
 from bridge_cli.config.model import Route
 from bridge_cli.engine.attempts import BREAKER_OPEN, AttemptLoop, Outcome
-from bridge_cli.engine.chaos import Hit, Shaping, corrupt_body
+from bridge_cli.engine.chaos import Shaping, corrupt_body
 from bridge_cli.engine.clock import Clock
 from bridge_cli.engine.replies import conclude
-from bridge_cli.proxy.faults import client_hang, faulted_try, injected_response, wait_unless_gone
+from bridge_cli.proxy.faults import client_fault, faulted_try
 from bridge_cli.proxy.flowstate import FlowState, routed, state_of
 from bridge_cli.proxy.forwarder import Forwarder, Handoff
 from bridge_cli.proxy.outbound import OutboundRequest, send_once
@@ -62,7 +62,11 @@ class UpstreamAddon:
         hit = self.state.chaos.decide("client", route.name, st.tries.upstream, req.method,
                                       req.path, _lower(req.headers), st.faults.from_header)
         if hit is not None:
-            final, shaping = await self._client_fault(st, hit, final, shaping, sleep, gone)
+            st.faults.add(hit.names)
+            final, shaping, error = await client_fault(hit, final, shaping, self.clock, sleep,
+                                                       gone)
+            st.error = error or st.error
+            st.faults.raw_cut = st.faults.raw_cut or (hit.shaping is not None)
             if final is None:
                 flow.kill()  # an injected reset or hang: the connection closes, no answer
                 return
@@ -97,27 +101,6 @@ class UpstreamAddon:
             return outcome
 
         return send
-
-    async def _client_fault(self, st: FlowState, hit: Hit, final: Outcome,
-                            shaping: Shaping | None, sleep, gone):
-        """Apply a client-stage fault: (the answer the client gets, its shaping), or
-        (None, None) when the fault resets or hangs the connection instead."""
-        st.faults.add(hit.names)
-        if hit.delay:
-            await wait_unless_gone(hit.delay, sleep, gone, self.clock.monotonic)
-        if hit.terminal:
-            final.discard()
-            if hit.hang:
-                await client_hang(hit, gone, self.clock.sleep, self.clock.monotonic)
-            if hit.reset or hit.hang:
-                st.error = "injected_reset" if hit.reset else "injected_hang"
-                return None, None
-            final = Outcome("response", hit.status, handle=injected_response(hit),
-                            fault=hit.names[0])
-        if hit.shaping is not None:
-            shaping = hit.shaping if shaping is None else shaping.merge(hit.shaping)
-            st.faults.raw_cut = True  # the client sees the cut itself, no in-band error
-        return final, shaping
 
     def _sleep_counted(self, st: FlowState):
         async def sleep(seconds: float) -> None:
