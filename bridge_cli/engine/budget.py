@@ -170,19 +170,30 @@ class Budgets:
 
     def settle(self, reservation: Reservation, cost: int) -> None:
         """Replace the reservation by the real cost (micro-dollars) in every budget held."""
-        for scope, bucket in reservation.held:
-            key = self._key("committed", scope, bucket)
-            delta = cost - reservation.amount
+        self.settle_many([(reservation, cost)])
+
+    def settle_many(self, items: list[tuple[Reservation, int | None]]) -> None:
+        """Settle (a cost in micro-dollars) or release (None) many reservations with one
+        write per budget key: what a batch of finished requests changes, summed first."""
+        deltas: dict[str, int] = {}
+        for reservation, cost in items:
+            for scope, bucket in reservation.held:
+                committed = self._key("committed", scope, bucket)
+                if cost is None:
+                    deltas[committed] = deltas.get(committed, 0) - reservation.amount
+                    continue
+                deltas[committed] = deltas.get(committed, 0) + cost - reservation.amount
+                spent = self._key("spent", scope, bucket)
+                deltas[spent] = deltas.get(spent, 0) + cost
+        for key, delta in deltas.items():
             if delta > 0:
                 self.store.incr(key, delta)
             elif delta < 0:
                 self.store.release(key, -delta)
-            self.store.incr(self._key("spent", scope, bucket), cost)
 
     def release(self, reservation: Reservation) -> None:
         """The request failed before costing anything: give the money back."""
-        for scope, bucket in reservation.held:
-            self.store.release(self._key("committed", scope, bucket), reservation.amount)
+        self.settle_many([(reservation, None)])
 
     def crossed_alert(self, scope: str, budget: Budget) -> bool:
         """True exactly once per period, when the committed money first reaches alert_at."""

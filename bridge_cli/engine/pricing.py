@@ -19,6 +19,7 @@ import genai_prices
 from genai_prices import Usage
 
 from bridge_cli.config.model import Spend
+from bridge_cli.engine.rates import total_price
 from bridge_cli.engine.streams import REWRITE, StreamObserver
 
 MICROS = Decimal(1_000_000)
@@ -118,12 +119,12 @@ def price_response(provider: str, body: Any, *, path: str = "", request_model: s
     model = (extracted.model.id if extracted.model else None) or raw_model
     raw_model = raw_model or model
     try:
-        calc = extracted.calc_price() if extracted.model else genai_prices.calc_price(
-            usage, raw_model, provider_id=provider)
+        total = total_price(extracted.model, extracted.provider, usage) if extracted.model \
+            else genai_prices.calc_price(usage, raw_model, provider_id=provider).total_price
     except Exception as e:
         return Priced(0, "unpriced", raw_model, tokens,
                       reason=f"no price for model {raw_model!r} ({e})")
-    return Priced(to_micros(calc.total_price), "priced", model, tokens, snapshot=snapshot_version())
+    return Priced(to_micros(total), "priced", model, tokens, snapshot=snapshot_version())
 
 
 def billable(status: int, spend: Spend) -> bool:

@@ -26,6 +26,11 @@ log = logging.getLogger("bridge.store")
 MODE_JSON = 16  # ours, beside diskcache's 1-4: JSON text, in the row or in a file
 MIN_FILE_SIZE = 2**15  # bytes: larger values live in files beside the database
 BUSY_TIMEOUT = 0.05  # seconds: a busy store is a miss, not a stall on the event loop
+# Eviction runs after writes, not inside each one: diskcache's own per-write cull measures
+# the database on every set, which was a quarter of a busy bridge's store time. The bound
+# holds to within CULL_SHARE of size_limit, checked at most CULL_INTERVAL apart.
+CULL_INTERVAL = 0.5  # seconds
+CULL_SHARE = 0.02  # of size_limit written since the last eviction makes the next one due
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 # Errors that mean "the store is busy or broken" rather than "the caller has a bug".
 _STORAGE_ERRORS = (diskcache.Timeout, sqlite3.Error, OSError)
@@ -48,6 +53,7 @@ class SafeDisk(diskcache.Disk):
         # Cache turns every `disk_*` row of its Settings table into a keyword here, so a
         # planted setting must be harmless: pickle_protocol and the rest are dropped.
         super().__init__(directory, min_file_size=min_file_size)
+        self.written = 0  # about how many bytes `store` took: what makes an eviction due
 
     def put(self, key: Any) -> tuple[Any, bool]:
         """Convert a str key to its database form (other key types would be pickled)."""
@@ -69,9 +75,11 @@ class SafeDisk(diskcache.Disk):
         if kind is float and not math.isfinite(value):
             raise ValueError("the store keeps only finite floats (sqlite turns NaN into NULL)")
         if kind in (str, bytes, float) or (kind is int and _INT64_MIN <= value <= _INT64_MAX):
+            self.written += len(value) if kind in (str, bytes) else 8
             return super().store(value, False, key=key)
         if kind in (dict, list, bool, int) or value is None:
             text = json.dumps(value, allow_nan=False, separators=(",", ":"))
+            self.written += len(text)
             if len(text) < self.min_file_size:
                 return 0, MODE_JSON, None, text
             filename, full_path = self.filename(key, value)
@@ -127,6 +135,7 @@ class DiskStore:
                 eviction_policy=eviction_policy,
                 statistics=0,
                 disk_min_file_size=MIN_FILE_SIZE,
+                cull_limit=0,  # evicted by `evict`, after writes (see CULL_INTERVAL)
             )
         except (sqlite3.OperationalError, diskcache.Timeout, OSError) as e:
             raise StoreError(f"store {self.directory} cannot be opened: {e}") from None
@@ -136,8 +145,32 @@ class DiskStore:
                 f"(rm -r {self.directory}), losing cached responses, recordings and spend"
             ) from None
 
+        self._size_limit = size_limit
+        self._evicted_written = 0  # the Disk's `written` at the last eviction
+        self._evicted_at = time.monotonic()
+        self._batches = 0  # open `batch` blocks: eviction waits for the outermost to end
+
     def __repr__(self) -> str:
         return f"DiskStore({str(self.directory)!r})"
+
+    def _wrote(self) -> None:
+        if self._batches:
+            return
+        if (self._cache.disk.written - self._evicted_written >= self._size_limit * CULL_SHARE
+                or time.monotonic() - self._evicted_at >= CULL_INTERVAL):
+            self.evict()
+
+    def evict(self) -> int:
+        """Drop expired entries, then the least recent ones until the store is within its
+        size limit; how many went. Runs by itself after writes; a busy store tries later."""
+        self._evicted_written, self._evicted_at = self._cache.disk.written, time.monotonic()
+        try:
+            return self._cache.cull()
+        except diskcache.Timeout as e:
+            return e.args[0] if e.args else 0
+        except _STORAGE_ERRORS as e:
+            log.warning("store %s: eviction failed: %s", self.directory, e)
+            return 0
 
     def _error(self, op: str, key: str, e: BaseException) -> StoreError:
         reason = "busy" if isinstance(e, diskcache.Timeout) else str(e) or type(e).__name__
@@ -195,6 +228,7 @@ class DiskStore:
         _check_key(key)
         with self._writing("set", key):
             self._cache.set(key, value, expire=ttl)
+        self._wrote()
 
     def delete(self, key: str) -> bool:
         """Remove key; return whether it existed."""
@@ -255,7 +289,8 @@ class DiskStore:
         with self._writing("incr", key), self._cache.transact():
             current, expire_at = self._read_int(key)
             self._write_int(key, current + delta, expire_at)
-            return current + delta
+        self._wrote()
+        return current + delta
 
     def reserve(self, key: str, amount: int, limit: int) -> bool:
         """Atomically add amount (>= 0) to the integer at key only if it stays <= limit."""
@@ -267,7 +302,8 @@ class DiskStore:
             if current + amount > limit:
                 return False
             self._write_int(key, current + amount, expire_at)
-            return True
+        self._wrote()
+        return True
 
     def release(self, key: str, amount: int) -> int:
         """Atomically subtract amount (>= 0) from the integer at key, floor 0; return it."""
@@ -285,8 +321,13 @@ class DiskStore:
     def batch(self) -> Iterator[None]:
         """Every write inside is one transaction: all land or none (StoreError when busy).
         One commit for many writes is what keeps the spend ledger cheap under load."""
-        with self._writing("batch", ""), self._cache.transact():
-            yield
+        self._batches += 1
+        try:
+            with self._writing("batch", ""), self._cache.transact():
+                yield
+        finally:
+            self._batches -= 1
+        self._wrote()
 
     def close(self) -> None:
         """Close the database connections of this thread."""

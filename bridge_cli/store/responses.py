@@ -81,6 +81,16 @@ class EntryStore:
 
     def put(self, key: str, entry: Entry, ttl: float | None) -> None:
         """Store an entry and its summary (raises StoreError; call off the event loop)."""
+        self.put_many([(key, entry, ttl)])
+
+    def put_many(self, items: list[tuple[str, Entry, float | None]]) -> None:
+        """Store entries and their summaries in one transaction: all or none (raises
+        StoreError; call off the event loop)."""
+        with self.store.batch():
+            for key, entry, ttl in items:
+                self._put(key, entry, ttl)
+
+    def _put(self, key: str, entry: Entry, ttl: float | None) -> None:
         self.store.set(f"entry:{key}", entry.to_json(), ttl)
         self.store.set(f"idx:{key}", {"format": FORMAT, "parts": entry.parts,
                                       "route": entry.route,
