@@ -28,8 +28,12 @@ MAX_SHAPES = 512  # price lists kept prepared (a snapshot holds a few thousand, 
 try:  # genai-prices internals, pinned by pyproject's version range; gone means fallback
     from genai_prices._usage import subtract_usage_values
     from genai_prices.decompose import is_descendant_or_self
-    from genai_prices.types import (TieredPrices, Usage, _collect_resolved_model_prices,
-                                    calc_unit_price)
+    from genai_prices.types import (
+        TieredPrices,
+        Usage,
+        _collect_resolved_model_prices,
+        calc_unit_price,
+    )
     from genai_prices.units import _get_registry
     from genai_prices.validation import validate_priced_units
     AVAILABLE = True
