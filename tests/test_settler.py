@@ -155,3 +155,48 @@ def test_a_reservation_waits_for_a_busy_store_then_fails_closed(store):
     reservation, refusal = pending.result(timeout=5)
     assert refusal is None and reservation.amount == 300
     settler.close()
+
+
+def test_a_reservation_is_answered_at_once_when_the_store_is_free(store):
+    """No thread hop on the common path: the future is done when `reserve` returns."""
+    budgets = Budgets(store, time.time)
+    settler = Settler(store, budgets, lambda e: None)
+    try:
+        future = settler.reserve([("route:r", Budget(limit_usd=1_000))], 400)
+        assert future.done()
+        reservation, refusal = future.result()
+        assert refusal is None and reservation.amount == 400
+        assert budgets.committed("route:r", Budget(limit_usd=1_000)) == 400
+    finally:
+        settler.close()
+
+
+def test_a_busy_store_sends_the_reservation_to_the_writer_thread_which_waits(store):
+    """While another connection holds the write lock, the impatient try fails at once and
+    the writer thread reserves as soon as the lock is free: no refusal for a short wait."""
+    budgets = Budgets(store, time.time)
+    settler = Settler(store, budgets, lambda e: None, reserve_patience=3.0)
+    other = DiskStore(store.directory)
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_lock():
+        with other.batch():
+            other.set("x", 1)
+            locked.set()
+            release.wait(5)
+
+    t = threading.Thread(target=hold_lock)
+    t.start()
+    try:
+        locked.wait(5)
+        future = settler.reserve([("route:r", Budget(limit_usd=1_000))], 400)
+        assert not future.done()  # handed to the writer thread
+        time.sleep(0.2)
+        release.set()
+        reservation, refusal = future.result(timeout=5)
+        assert refusal is None and reservation.amount == 400
+    finally:
+        release.set()
+        t.join()
+        other.close()
+        settler.close()

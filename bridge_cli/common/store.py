@@ -80,6 +80,11 @@ class Store(Protocol):
         """Atomically subtract amount from the integer at key, never below 0; return it."""
         ...
 
+    def impatient(self) -> Store:
+        """The same state through a handle whose operations fail at once (StoreError) when
+        the store is busy instead of waiting: for the event loop, with a patient fallback."""
+        ...
+
     def batch(self) -> AbstractContextManager[None]:
         """A context in which every write is one transaction (StoreError when busy)."""
         ...

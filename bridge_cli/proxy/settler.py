@@ -63,13 +63,27 @@ class Settler:
         self._closing = False
         self._busy = False  # a batch is being written (its items are still queued)
         self._deadline = float("inf")
+        try:  # reservations try this handle first, without waiting (see `reserve`)
+            self._quick: Budgets | None = Budgets(store.impatient(), budgets.wall)
+        except (AttributeError, StoreError):
+            self._quick = None
         self._thread = threading.Thread(target=self._run, name="bridge-settle", daemon=True)
         self._thread.start()
 
     def reserve(self, budgets: list[tuple[str, Budget]], amount: int) -> Future:
-        """Hold `amount` against `budgets` (Budgets.reserve) on the writer thread; the future
-        gives (Reservation, Refusal | None), or raises StoreError."""
+        """Hold `amount` against `budgets` (Budgets.reserve); the future gives (Reservation,
+        Refusal | None), or raises StoreError. Tried at once on the caller's thread through
+        a handle that never waits (the future is then done on return: no thread hop); when
+        the store is busy, on the writer thread, which waits for it."""
         future: Future = Future()
+        if self._quick is not None and not self._holds:
+            try:
+                with self._quick.store.batch():
+                    result = _attempt(self._quick.reserve, budgets, amount)
+                _answer(future, result)
+                return future
+            except StoreError:
+                pass  # busy: the patient path below
         self._holds.append((budgets, amount, future))
         self._wake.set()
         return future
@@ -140,10 +154,7 @@ class Settler:
                 time.sleep(pause)
                 pause = min(pause * 2, MAX_PAUSE)
         for (_, _, future), result in zip(holds, results, strict=True):
-            if isinstance(result, BaseException):
-                future.set_exception(result)
-            else:
-                future.set_result(result)
+            _answer(future, result)
 
     def _land(self, batch: list[Settlement]) -> None:
         """Write one batch, retrying until it lands (or closing runs out of time)."""
@@ -181,6 +192,13 @@ class Settler:
                                              usd(budget.limit_usd), budget.action))
             except StoreError as e:  # an alert is advice: the next batch checks again
                 log.warning("could not check the alert of budget %s: %s", scope, e)
+
+
+def _answer(future: Future, result) -> None:
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
 
 
 def _attempt(fn, *args):

@@ -146,6 +146,7 @@ class DiskStore:
             ) from None
 
         self._size_limit = size_limit
+        self._policy = eviction_policy
         self._evicted_written = 0  # the Disk's `written` at the last eviction
         self._evicted_at = time.monotonic()
         self._batches = 0  # open `batch` blocks: eviction waits for the outermost to end
@@ -328,6 +329,12 @@ class DiskStore:
         finally:
             self._batches -= 1
         self._wrote()
+
+    def impatient(self) -> DiskStore:
+        """The same store through a handle that never waits: a busy store fails at once
+        (StoreError), for work on the event loop that has a patient path to fall back to."""
+        return DiskStore(self.directory, self._size_limit, timeout=0,
+                         eviction_policy=self._policy)
 
     def close(self) -> None:
         """Close the database connections of this thread."""

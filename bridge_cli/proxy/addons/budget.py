@@ -39,7 +39,10 @@ class BudgetAddon:
         amount = worst_case(st.route.spend, flow.request.method,
                             flow.request.raw_content or b"", st.config.pricing)
         try:
-            reservation, refusal = await asyncio.wrap_future(self.settler.reserve(budgets, amount))
+            future = self.settler.reserve(budgets, amount)
+            # Mostly answered at once; else the writer thread answers when the store lets it.
+            reservation, refusal = (future.result() if future.done()
+                                    else await asyncio.wrap_future(future))
         except StoreError as e:
             # A busy or broken store must not let a budget be passed silently: refuse.
             apply_reply(flow, error_reply("budget_exceeded",
