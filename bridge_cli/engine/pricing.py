@@ -160,7 +160,7 @@ def sse_data(chunk_text: str) -> list[Any]:
             continue
         try:
             out.append(json.loads(data))
-        except ValueError:
+        except (ValueError, RecursionError):
             continue
     return out
 
@@ -249,25 +249,45 @@ def _hourly_prices(provider: str, model: str, _hour: int) -> tuple[Decimal, Deci
     return probe.total_price / MICROS, out.total_price / MICROS
 
 
+# Request fields that multiply what one call generates (and is billed for): OpenAI's `n`
+# choices and `best_of` completions, Gemini's `candidateCount` (in generationConfig).
+MULTIPLIERS = ("n", "best_of")
+MAX_OUT_KEYS = ("max_tokens", "max_completion_tokens", "max_output_tokens")
+
+
+def _count(v) -> int | None:
+    """A token or choice count from a request body: a non-negative int (not a bool)."""
+    return v if type(v) is int and v >= 0 else None
+
+
+def _request_doc(body: bytes) -> dict:
+    if body[:1] not in (b"{", b"["):
+        return {}
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
 def worst_case(spend: Spend, method: str, body: bytes, pricing: tuple[dict, ...] = (),
                fallback_model: str | None = None) -> int:
     """Micro-dollars to reserve before forwarding: input estimated from the body's size (no
-    tokenizer), plus max_tokens (or spend.default_max_tokens) at the model's output price."""
+    tokenizer), plus max_tokens (or spend.default_max_tokens) at the model's output price,
+    times every choice or candidate the request asks for. A field that is not a sane count
+    (negative, a bool, a string) counts as absent: the default applies."""
     if spend.per_request_usd is not None:
         return flat_price(spend, method).cost
-    doc: dict = {}
-    if body[:1] in (b"{", b"["):
-        try:
-            parsed = json.loads(body)
-            doc = parsed if isinstance(parsed, dict) else {}
-        except ValueError:
-            doc = {}
-    model = doc.get("model") or fallback_model
-    max_out = next((doc[k] for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")
-                    if isinstance(doc.get(k), int)), spend.default_max_tokens)
-    gen = doc.get("generationConfig") or {}
-    if isinstance(gen.get("maxOutputTokens"), int):
-        max_out = gen["maxOutputTokens"]
+    doc = _request_doc(body)
+    model = doc.get("model") if isinstance(doc.get("model"), str) else fallback_model
+    gen = doc.get("generationConfig") if isinstance(doc.get("generationConfig"), dict) else {}
+    max_out = next((c for k in MAX_OUT_KEYS if (c := _count(doc.get(k))) is not None),
+                   spend.default_max_tokens)
+    if (c := _count(gen.get("maxOutputTokens"))) is not None:
+        max_out = c
+    copies = max([1, *(c for k in MULTIPLIERS if (c := _count(doc.get(k))) is not None),
+                  *(c for c in [_count(gen.get("candidateCount"))] if c is not None)])
+    max_out *= copies
     input_tokens = len(body) // 3 + 1  # generous: ~4 bytes a token in English
     over = _override(pricing, spend.provider or "", model or "") if model else None
     if over is not None:
@@ -279,6 +299,15 @@ def worst_case(spend: Spend, method: str, body: bytes, pricing: tuple[dict, ...]
         prices = dearest(spend.provider or "")
     pin, pout = prices
     return to_micros(input_tokens * pin + max_out * pout)
+
+
+def route_worst_case(spend: Spend, method: str, body_size: int) -> int:
+    """The reservation for a request bridge could not read: the body's size as input and
+    default_max_tokens as output, at the provider's dearest prices."""
+    if spend.per_request_usd is not None:
+        return flat_price(spend, method).cost
+    pin, pout = dearest(spend.provider or "")
+    return to_micros((body_size // 3 + 1) * pin + spend.default_max_tokens * pout)
 
 
 _DEAREST: dict[str, tuple[Decimal, Decimal]] = {}

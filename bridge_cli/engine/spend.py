@@ -42,7 +42,7 @@ def request_model(path: str, body: bytes) -> str | None:
         try:
             model = json.loads(body).get("model")
             return model if isinstance(model, str) else None
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):
             return None
     return None
 
@@ -52,11 +52,13 @@ def with_usage_requested(body: bytes) -> bytes | None:
     stream or already asks (then nothing needs stripping either)."""
     try:
         doc = json.loads(body or b"")
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(doc, dict) or doc.get("stream") is not True:
         return None
     opts = doc.get("stream_options") or {}
+    if not isinstance(opts, dict):
+        return None  # the provider refuses such a request; bridge leaves it as it is
     if opts.get("include_usage"):
         return None
     doc["stream_options"] = {**opts, "include_usage": True}
@@ -113,7 +115,7 @@ def stored_body(served: bytes) -> Any:
     if served.lstrip()[:1] in (b"{", b"["):
         try:
             return json.loads(served)
-        except ValueError:
+        except (ValueError, RecursionError):
             return None
     su = StreamUsage()
     su.feed(served)

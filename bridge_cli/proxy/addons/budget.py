@@ -5,6 +5,7 @@ Rate limits will join here."""
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from mitmproxy import http
 
@@ -12,12 +13,14 @@ from bridge_cli.engine import spend as policy
 from bridge_cli.engine.budget import Refusal
 from bridge_cli.engine.events import BudgetEvent, EventBus
 from bridge_cli.engine.money import usd
-from bridge_cli.engine.pricing import worst_case
+from bridge_cli.engine.pricing import route_worst_case, worst_case
 from bridge_cli.engine.replies import error_reply
 from bridge_cli.errors import StoreError
 from bridge_cli.proxy.flowstate import FlowState, routed
 from bridge_cli.proxy.respond import apply_reply
 from bridge_cli.proxy.settler import Settler
+
+log = logging.getLogger("bridge.spend")
 
 
 class BudgetAddon:
@@ -36,8 +39,19 @@ class BudgetAddon:
             await self._reserve(flow, st, budgets)
 
     async def _reserve(self, flow: http.HTTPFlow, st: FlowState, budgets) -> None:
-        amount = worst_case(st.route.spend, flow.request.method,
-                            flow.request.raw_content or b"", st.config.pricing)
+        body = flow.request.raw_content or b""
+        try:
+            amount = worst_case(st.route.spend, flow.request.method, body, st.config.pricing)
+        except Exception:  # a bug must not let the request past its budget: hold the most
+            log.exception("could not estimate request %s; reserving the route's worst case",
+                          st.id)
+            try:
+                amount = route_worst_case(st.route.spend, flow.request.method, len(body))
+            except Exception as e:
+                apply_reply(flow, error_reply(
+                    "bridge_internal", f"bridge could not price this request against its "
+                    f"budget ({type(e).__name__}: {e}); it was not sent"))
+                return
         try:
             future = self.settler.reserve(budgets, amount)
             # Mostly answered at once; else the writer thread answers when the store lets it.

@@ -6,14 +6,19 @@ addons/budget.py."""
 from __future__ import annotations
 
 import json
+import logging
 
 from mitmproxy import http
 
 from bridge_cli.engine import spend as policy
 from bridge_cli.engine.clock import Clock
-from bridge_cli.engine.pricing import StreamUsage, UsageStripper
+from bridge_cli.engine.pricing import Priced, StreamUsage, UsageStripper
+from bridge_cli.engine.replies import error_reply
 from bridge_cli.proxy.flowstate import FlowState, routed, state_of
+from bridge_cli.proxy.respond import apply_reply
 from bridge_cli.proxy.settler import Settlement, Settler
+
+log = logging.getLogger("bridge.spend")
 
 
 class SpendAddon:
@@ -27,9 +32,20 @@ class SpendAddon:
         if (got := routed(flow)) is None:
             return
         st, route = got
-        spend = route.spend
-        if spend is None:
+        if route.spend is None:
             return  # nothing to price
+        try:
+            self._prepare(flow, st, route.spend)
+        except Exception as e:
+            # mitmproxy would log this and forward the request: under a blocking budget
+            # that would be a call nobody reserved for. Refuse it instead.
+            log.exception("spend: could not read request %s", st.id)
+            if any(b.action == "block" for _, b in policy.budgets_of(route, st.config)):
+                apply_reply(flow, error_reply(
+                    "bridge_internal", f"bridge could not read this request for its budget "
+                    f"({type(e).__name__}: {e}); it was not sent"))
+
+    def _prepare(self, flow: http.HTTPFlow, st: FlowState, spend) -> None:
         if spend.provider:
             st.spend.request_model = policy.request_model(flow.request.path,
                                                           flow.request.raw_content or b"")
@@ -58,7 +74,12 @@ class SpendAddon:
             return
         st.spend.done = True
         reservation = st.spend.reservation
-        priced = policy.price_flow(st.route.spend, st.config.pricing, _facts(flow, st))
+        try:
+            priced = policy.price_flow(st.route.spend, st.config.pricing, _facts(flow, st))
+        except Exception as e:  # unpriced, so a held reservation settles at its amount
+            log.exception("spend: could not price the answer of request %s", st.id)
+            priced = Priced(0, "unpriced", reason=f"bridge could not price the answer "
+                            f"({type(e).__name__}: {e})")
         st.spend.priced = policy.settle(priced, reservation.amount if reservation else None)
         row = policy.ledger_row(self.clock.wall(), st.id, st.route.name, st.tries.upstream,
                                 st.spend.priced, flow.request.path)
@@ -83,5 +104,5 @@ def _json_body(resp: http.Response | None):
         return None
     try:
         return json.loads(resp.get_content(strict=False) or b"null")
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
