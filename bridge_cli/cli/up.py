@@ -68,14 +68,21 @@ def up(
     cassette: Annotated[str, typer.Option(help="Cassette to record into or replay from.")] = "default",
     offline: Annotated[bool, typer.Option(
         "--offline", help="Serve only recordings and the cache; contact no upstream.")] = False,
+    drain: Annotated[float, typer.Option(
+        "--drain", help="On SIGTERM or Ctrl-C, seconds to let requests in flight finish "
+        "before stopping (a second signal stops at once).")] = 10.0,
 ) -> None:
     """Start bridge: the explicit proxy, each route's listener and the control API.
 
     Examples:\n
       bridge up                      # ./bridge.yaml, or the built-in default (proxy on :8080)\n
       bridge up -c bridge.yaml -q    # a config file, without per-request lines\n
-      bridge up --listen 127.0.0.1:0 --control-listen 127.0.0.1:0
+      bridge up --listen 127.0.0.1:0 --control-listen 127.0.0.1:0\n
+      bridge up --drain 30           # on Ctrl-C / SIGTERM, give requests in flight 30 s
     """
+    if not 0 <= drain <= 3600:
+        raise UsageError(f"--drain {drain:g}: give the seconds to wait for requests in flight "
+                         "on shutdown, from 0 to 3600 (e.g. --drain 10)")
     cfg, path, described = resolve_config(config)
     if listen is not None:
         cfg = dataclasses.replace(cfg, proxy=Proxy(parse_listen_option(listen, "--listen")))
@@ -89,6 +96,18 @@ def up(
         err_console.print(
             f"[yellow bold]warning:[/yellow bold] `{escape(key)}` is in the config but not enforced by "
             "this version of bridge yet; it is accepted and ignored", highlight=False)
+    replay = _replay_mode(cfg, home, record, offline, record_route, cassette)
+    if offline:
+        err_console.print(f"[yellow]offline[/yellow]: serving cassette '{escape(cassette)}' and "
+                          "the cache only; no upstream is contacted")
+    elif record:
+        err_console.print(f"recording into cassette '{escape(cassette)}'")
+    asyncio.run(_serve(cfg, home, path, quiet, watch=not no_watch, seed=seed, replay=replay,
+                       drain=drain))
+
+
+def _replay_mode(cfg: Config, home: Path, record: bool, offline: bool,
+                 record_route: list[str] | None, cassette: str) -> ReplayMode:
     if record and offline:
         raise UsageError("--record and --offline exclude each other: record online first, "
                          "then replay with --offline")
@@ -96,15 +115,9 @@ def up(
     if unknown:
         raise UsageError(f"--record-route {unknown[0]}: no such route "
                          f"(routes: {', '.join(r.name for r in cfg.routes) or 'none'})")
-    replay = ReplayMode(record=record, offline=offline, cassette=cassette,
-                        routes=frozenset(record_route or ()))
     ResponseStores(home).cassette(cassette)  # checks the name before anything binds
-    if offline:
-        err_console.print(f"[yellow]offline[/yellow]: serving cassette '{escape(cassette)}' and "
-                          "the cache only; no upstream is contacted")
-    elif record:
-        err_console.print(f"recording into cassette '{escape(cassette)}'")
-    asyncio.run(_serve(cfg, home, path, quiet, watch=not no_watch, seed=seed, replay=replay))
+    return ReplayMode(record=record, offline=offline, cassette=cassette,
+                      routes=frozenset(record_route or ()))
 
 
 def unenforced_keys_of(cfg: Config, path: Path | None) -> list[str]:
@@ -116,9 +129,11 @@ def unenforced_keys_of(cfg: Config, path: Path | None) -> list[str]:
 
 
 async def _serve(cfg: Config, home: Path, path: Path | None, quiet: bool, watch: bool,
-                 seed: int | None, replay) -> None:
+                 seed: int | None, replay, drain: float = 10.0) -> None:
     from bridge_cli.proxy.runtime import Bridge  # mitmproxy loads only for `up`
 
+    # Before the bridge starts: mitmproxy's master puts back the handler it found when it stops.
+    asyncio.get_running_loop().set_exception_handler(_quiet_cancellations)
     bridge = Bridge(cfg, home, config_path=path, watch=watch, seed=seed, replay=replay)
     bridge.bus.subscribe(_make_printer(quiet))
     try:
@@ -128,13 +143,40 @@ async def _serve(cfg: Config, home: Path, path: Path | None, quiet: bool, watch:
         raise
     _print_listeners(bridge.view(), home)
     loop = asyncio.get_running_loop()
+    signals: list[int] = []
+
+    def on_signal(sig: int) -> None:
+        signals.append(sig)
+        if len(signals) > 1:  # a second signal: stop now
+            asyncio.ensure_future(bridge.stop())
+            return
+        err_console.print(f"stopping: finishing the requests in flight (up to {drain:g} s; "
+                          "Ctrl-C again to stop at once)")
+        asyncio.ensure_future(_drain_then_stop(bridge, drain))
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bridge.stop()))
+        loop.add_signal_handler(sig, on_signal, sig)
     try:
         await bridge.wait_stopped()
     finally:
         await bridge.stop()
         err_console.print("bridge stopped")
+
+
+def _quiet_cancellations(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+    """Connections cut at shutdown are cancelled tasks, not errors: Python 3.12.1's stream
+    callback reports each as "Exception in callback" with a traceback; say nothing."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)
+
+
+async def _drain_then_stop(bridge, grace: float) -> None:
+    left = await bridge.drain(grace)
+    if left:
+        err_console.print(f"[yellow]{left} request(s) still in flight after {grace:g} s: "
+                          "cut[/yellow] (their spend settles at what was reserved)")
+    await bridge.stop()
 
 
 def ensure_ca(home: Path) -> Path:

@@ -31,6 +31,7 @@ ERROR_STATUS = {
     "rate_limited": 429,
     "offline_miss": 504,
     "bridge_internal": 500,
+    "bridge_stopping": 503,
     "client_gone": 499,
     "bad_fault_header": 400,
 }

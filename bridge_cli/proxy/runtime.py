@@ -234,6 +234,23 @@ class Bridge(Reloading):
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
+    async def drain(self, grace: float) -> int:
+        """Stop accepting connections, refuse new requests on open ones (503
+        bridge_stopping), and wait up to `grace` seconds for the requests in flight to
+        finish; returns how many were still running. Call `stop` next."""
+        self.state.draining = True
+        if self.master is not None:
+            for server in list(self.master.addons.get("proxyserver").servers):
+                try:
+                    await server.stop()  # closes the listening socket; connections stay
+                except Exception as e:  # noqa: BLE001 - already stopped or never bound
+                    log.debug("stopping a listener: %s", e)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self.state.inflight > 0 and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        return max(self.state.inflight, 0)
+
     async def stop(self) -> None:
         """Close listeners and release everything; safe to call twice."""
         if self._stopped.is_set():

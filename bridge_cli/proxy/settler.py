@@ -26,6 +26,7 @@ from bridge_cli.engine.budget import Budgets, Reservation
 from bridge_cli.engine.events import BudgetEvent
 from bridge_cli.engine.money import usd
 from bridge_cli.engine.pricing import Priced
+from bridge_cli.engine.spend import ledger_row
 from bridge_cli.errors import StoreError
 from bridge_cli.store.ledger import Ledger
 
@@ -59,6 +60,7 @@ class Settler:
         self.publish = publish
         self._queue: deque[Settlement] = deque()
         self._holds: deque[tuple[list, int, Future]] = deque()
+        self._open: dict[str, tuple] = {}  # flow id -> its reservation, budgets, route, path
         self._wake = threading.Event()
         self._closing = False
         self._busy = False  # a batch is being written (its items are still queued)
@@ -88,10 +90,17 @@ class Settler:
         self._wake.set()
         return future
 
+    def opened(self, flow_id: str, reservation: Reservation,
+               budgets: tuple[tuple[str, Budget], ...], route: str, path: str) -> None:
+        """A reservation now held for a request in flight (call on the event loop); `submit`
+        closes it. What is still open at `close` settles at its amount, estimated."""
+        self._open[flow_id] = (reservation, budgets, route, path)
+
     def submit(self, settlement: Settlement) -> None:
         """Queue a settlement (any thread); it lands within a batch interval. The writer is
         not woken for it: under load a wake-up per request costs the event loop more (the
         two threads trade the GIL) than the batch write does."""
+        self._open.pop(settlement.flow_id, None)
         self._queue.append(settlement)
 
     @property
@@ -111,6 +120,12 @@ class Settler:
     def close(self, grace: float = 10.0) -> int:
         """Land what is queued, trying for at most `grace` seconds; returns how many
         settlements could not be written (each logged)."""
+        for flow_id, (reservation, budgets, route, path) in list(self._open.items()):
+            # cut by the shutdown: the upstream may bill it, so it counts as reserved
+            priced = Priced(reservation.amount, "estimated",
+                            reason="bridge stopped before the answer was complete")
+            row = ledger_row(self.budgets.wall(), flow_id, route, None, priced, path)
+            self.submit(Settlement(flow_id, reservation, priced, row, budgets))
         self._closing = True
         self._deadline = time.monotonic() + grace
         self._wake.set()

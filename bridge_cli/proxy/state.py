@@ -76,9 +76,12 @@ class LiveState:
     config_path: str | None = None
     resilience: Resilience | None = None
     chaos: Chaos | None = None
+    inflight: int = 0  # requests routed and not yet finished (published)
+    draining: bool = False  # shutting down: requests in flight finish, new ones are refused
 
     def on_event(self, event) -> None:
         if isinstance(event, FlowEvent):
+            self.inflight -= 1
             self.counters[event.route or PROXY_LISTENER].add(event)
 
     def route_for_mode(self, spec: str, config: Config) -> Route | None:

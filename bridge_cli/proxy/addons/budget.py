@@ -73,6 +73,9 @@ class BudgetAddon:
                                               extra=refusal.detail()))
                 return
         st.spend.reservation = reservation
+        if reservation.held:
+            self.settler.opened(st.id, reservation, tuple(budgets), st.route.name,
+                                flow.request.path)
 
     def _announce(self, r: Refusal, amount: int) -> None:
         self.bus.publish(BudgetEvent(r.scope, "exceeded", usd(r.committed + amount),

@@ -36,6 +36,13 @@ class RouteAddon:
             request_bytes=len(flow.request.raw_content or b""),
         )
         flow.metadata[KEY] = st
+        self.state.inflight += 1  # until its FlowEvent is published (LiveState.on_event)
+        if self.state.draining:
+            apply_reply(flow, error_reply("bridge_stopping", "bridge is shutting down: it "
+                                          "finishes the requests in flight and takes no new "
+                                          "ones; send this one again once it is back"))
+            flow.response.headers["connection"] = "close"
+            return
         if spec.startswith("reverse:"):
             route = self.state.route_for_mode(spec, config)
             if route is None:  # its route was removed by a reload while the listener closes
