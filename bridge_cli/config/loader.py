@@ -19,7 +19,7 @@ from jsonschema.exceptions import ValidationError
 from bridge_cli.config.build import ConfigPath, InvalidConfig, build_config, format_path
 from bridge_cli.config.model import Config, Fault
 from bridge_cli.config.support import UNENFORCED
-from bridge_cli.config.yamlload import YamlDoc, load_yaml
+from bridge_cli.config.yamlload import MAX_BYTES, YamlDoc, load_yaml, too_big
 from bridge_cli.errors import ConfigError, UsageError
 from bridge_cli.resources import data_dir
 
@@ -67,9 +67,15 @@ def load_config(path: str | Path) -> Config:
 
 
 def read_config_text(path: str | Path) -> str:
-    """The text of a config file, or a ConfigError that names it and says why not."""
+    """The text of a config file, or a ConfigError that names it and says why not. At most
+    MAX_BYTES are read: `bridge validate /dev/zero` ends at once with the size error."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as f:
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:
+            raise ConfigError(too_big(str(path)))
+        # Line breaks as read_text() gives them: \r\n and \r become \n.
+        return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except IsADirectoryError:

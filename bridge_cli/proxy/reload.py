@@ -1,9 +1,14 @@
 """Hot reload: a new config applies to new requests at once, listeners open and close
-without a restart, and a bad file is refused while the old config keeps serving."""
+without a restart, and a bad file is refused while the old config keeps serving.
+
+The file is read and checked in a worker thread: a large config takes a second to check,
+and requests keep flowing meanwhile. No file stops the watcher: a refused one leaves it
+watching for the next edit."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +19,9 @@ from bridge_cli.errors import BridgeError, ConfigError
 from bridge_cli.proxy.listeners import check_bindable, plan_listeners
 
 WATCH_INTERVAL = 0.5  # seconds between looks at the config file
+REFUSED = "reload refused, the old config keeps serving: "
+
+log = logging.getLogger("bridge.reload")
 
 
 @dataclass
@@ -35,14 +43,27 @@ class Reloading:
         async with self._reload_lock:
             try:
                 if config is None:
-                    if self.config_path is None:
-                        raise ConfigError("bridge runs on the built-in default; there is no file to reload")
-                    config = load_config(self.config_path)
+                    config = await self._load_file()
                 result = await self._apply(config)
             except BridgeError as e:
-                result = ReloadResult(False, f"reload refused, the old config keeps serving: {e}")
+                result = ReloadResult(False, REFUSED + str(e))
             self.bus.publish(NoticeEvent("info" if result.applied else "error", result.message))
             return result
+
+    async def _load_file(self) -> Config:
+        """The config file, loaded and checked off the event loop; a ConfigError if bad."""
+        path = self.config_path
+        if path is None:
+            raise ConfigError("bridge runs on the built-in default; there is no file to reload")
+        try:
+            return await asyncio.to_thread(load_config, path)
+        except BridgeError:
+            raise
+        except Exception as e:  # a bug in the checks: refuse the file, never stop serving
+            log.exception("loading %s failed", path)
+            reason = (str(e).splitlines() or [""])[0][:200]
+            raise ConfigError(f"{path}: can't be loaded ({type(e).__name__}: {reason}); "
+                              "this is a bug in bridge, please report it") from None
 
     async def _apply(self, config: Config) -> ReloadResult:
         old = self.state.config
@@ -81,9 +102,10 @@ class Reloading:
             if sig != last:
                 await asyncio.sleep(0.1)  # let an editor finish writing
                 last = _file_sig(path)
-                await self.reload()
-
-
+                try:
+                    await self.reload()
+                except Exception:  # applying failed: keep watching for the next edit
+                    log.exception("reloading %s failed", path)
 
 
 def _file_sig(path: Path) -> tuple | None:
