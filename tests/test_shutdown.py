@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from aiohttp import web
 
-from tests.conftest import bridge_cmd, cli_env, route_yaml, config_yaml, start_up, wait_for
+from tests.conftest import bridge_cmd, cli_env, config_yaml, route_yaml, start_up, wait_for
 from tests.test_spend import chat_body, chat_usage
 
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
@@ -126,3 +126,32 @@ def test_a_bad_drain_value_is_a_one_line_error(tmp_path):
     r = bridge_cmd(["up", "--drain", "-1"], cli_env(tmp_path / "home"), tmp_path)
     assert r.returncode == 2
     assert "--drain" in r.stderr and "Traceback" not in r.stderr
+
+
+def reserved(control: dict) -> float:
+    report = httpx.get(control["url"] + "/api/v1/spend", trust_env=False, timeout=10,
+                       headers={"Authorization": f"Bearer {control['token']}"}).json()
+    return sum(float(b["reserved_usd"]) for b in report["budgets"])
+
+
+def test_a_killed_bridges_reservations_are_given_back_by_the_next_one(tmp_path, upstream):
+    """SIGKILL while three requests hold money: the next bridge on the same store sees that
+    the owner is gone and releases what it held, instead of counting it until the period
+    ends."""
+    cfg, env = setup(tmp_path, upstream, seconds=8)
+    proc, control = start_up(["-c", str(cfg), "-q"], tmp_path, env)
+    pool, futures = post_many(listener(control), 3)
+    wait_for(lambda: len(upstream.calls) == 3, timeout=10, what="3 requests at the upstream")
+    held = wait_for(lambda: reserved(control), timeout=5, what="the reservations")
+    time.sleep(0.3)  # the holds record is written within the settler's 50 ms tick
+    proc.kill()
+    proc.communicate(timeout=10)
+    pool.shutdown(wait=False, cancel_futures=True)
+    (tmp_path / "home" / "control.json").unlink(missing_ok=True)
+    proc2, control2 = start_up(["-c", str(cfg), "-q"], tmp_path, env)
+    try:
+        assert held > 0
+        wait_for(lambda: reserved(control2) == 0, timeout=10, what="the held money released")
+    finally:
+        proc2.send_signal(signal.SIGTERM)
+        proc2.communicate(timeout=15)

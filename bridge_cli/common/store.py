@@ -7,6 +7,9 @@ most specific, so that `scan(prefix)` finds a family of keys:
     budget:spent:<scope>:<bucket>       micro-dollars settled
     budget:alerted:<scope>:<bucket>     how often the alert threshold was crossed
     ledger:<day>:<ts>-<request id>      one priced call (store/ledger.py)
+    owner:<owner>                       a running bridge, expiring unless refreshed
+    holds:<owner>                       what its requests in flight hold, per budget key
+                                        (proxy/holds.py)
     breaker:<route>:<upstream>          an open breaker, written on transitions only
                                         (store/breakers.py)
     entry:<sha256>, idx:<sha256>        a cached response and its summary, in a cache

@@ -168,6 +168,10 @@ class Budgets:
             warned = warned or refusal
         return Reservation(amount, tuple(held)), warned
 
+    def committed_keys(self, reservation: Reservation) -> list[str]:
+        """The store keys a reservation holds money in."""
+        return [self._key("committed", scope, bucket) for scope, bucket in reservation.held]
+
     def settle(self, reservation: Reservation, cost: int) -> None:
         """Replace the reservation by the real cost (micro-dollars) in every budget held."""
         self.settle_many([(reservation, cost)])

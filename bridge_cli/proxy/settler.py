@@ -28,6 +28,7 @@ from bridge_cli.engine.money import usd
 from bridge_cli.engine.pricing import Priced
 from bridge_cli.engine.spend import ledger_row
 from bridge_cli.errors import StoreError
+from bridge_cli.proxy.holds import Holds
 from bridge_cli.store.ledger import Ledger
 
 log = logging.getLogger("bridge.spend")
@@ -60,7 +61,7 @@ class Settler:
         self.publish = publish
         self._queue: deque[Settlement] = deque()
         self._holds: deque[tuple[list, int, Future]] = deque()
-        self._open: dict[str, tuple] = {}  # flow id -> its reservation, budgets, route, path
+        self.holds = Holds(store, budgets)
         self._wake = threading.Event()
         self._closing = False
         self._busy = False  # a batch is being written (its items are still queued)
@@ -93,14 +94,15 @@ class Settler:
     def opened(self, flow_id: str, reservation: Reservation,
                budgets: tuple[tuple[str, Budget], ...], route: str, path: str) -> None:
         """A reservation now held for a request in flight (call on the event loop); `submit`
-        closes it. What is still open at `close` settles at its amount, estimated."""
-        self._open[flow_id] = (reservation, budgets, route, path)
+        closes it. What is still open at `close` settles at its amount, estimated; what a
+        killed bridge held is given back by the next one (proxy/holds.py)."""
+        self.holds.opened(flow_id, (reservation, budgets, route, path))
 
     def submit(self, settlement: Settlement) -> None:
         """Queue a settlement (any thread); it lands within a batch interval. The writer is
         not woken for it: under load a wake-up per request costs the event loop more (the
         two threads trade the GIL) than the batch write does."""
-        self._open.pop(settlement.flow_id, None)
+        self.holds.closed(settlement.flow_id)
         self._queue.append(settlement)
 
     @property
@@ -120,7 +122,7 @@ class Settler:
     def close(self, grace: float = 10.0) -> int:
         """Land what is queued, trying for at most `grace` seconds; returns how many
         settlements could not be written (each logged)."""
-        for flow_id, (reservation, budgets, route, path) in list(self._open.items()):
+        for flow_id, (reservation, budgets, route, path) in self.holds.open_entries():
             # cut by the shutdown: the upstream may bill it, so it counts as reserved
             priced = Priced(reservation.amount, "estimated",
                             reason="bridge stopped before the answer was complete")
@@ -131,6 +133,8 @@ class Settler:
         self._wake.set()
         self._thread.join(grace + 1.0)
         left = list(self._queue)
+        if not left:
+            self.holds.end()
         for s in left:
             cost = s.priced.cost if s.priced.status not in ("free", "saved") else 0
             log.error("spend of request %s not recorded (store unavailable): $%s",
@@ -138,9 +142,14 @@ class Settler:
         return len(left)
 
     def _run(self) -> None:
+        self._keep_holds(reclaim=True)
         while True:
             self._wake.wait(INTERVAL)
             self._wake.clear()
+            if self.holds.due() and not self._queue:  # a batch writes them otherwise
+                self._keep_holds(reclaim=self.holds.reclaim_due())
+            elif self.holds.reclaim_due():
+                self._keep_holds(reclaim=True)
             if self._holds:
                 self._hold([self._holds.popleft() for _ in range(len(self._holds))])
             if self._closing and (not self._queue or time.monotonic() > self._deadline):
@@ -183,6 +192,7 @@ class Settler:
                     rows = [s.row for s in batch if s.row is not None]
                     if rows:
                         self.ledger.append_many(rows)
+                    self.holds.write()  # what is still open, as of these settlements
                 break
             except StoreError as e:
                 if self._closing and time.monotonic() > self._deadline:
@@ -194,6 +204,16 @@ class Settler:
         for _ in batch:
             self._queue.popleft()
         self._alerts(batch)
+
+    def _keep_holds(self, reclaim: bool) -> None:
+        """Record what is held and refresh the owner; give back what dead bridges held."""
+        try:
+            with self.store.batch():
+                self.holds.write(force=True)
+            if reclaim:
+                self.holds.reclaim()
+        except StoreError as e:  # the next batch or round tries again
+            log.warning("could not record or reclaim held reservations: %s", e)
 
     def _alerts(self, batch: list[Settlement]) -> None:
         seen: dict[str, Budget] = {}
