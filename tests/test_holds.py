@@ -81,3 +81,47 @@ def test_an_owner_whose_process_is_gone_is_dead_at_once(store):
     hold(store, h, "f1", 250)
     h.write()  # its owner record is fresh, but the process has exited
     assert Holds(store, budgets).reclaim() == 250
+
+
+def test_a_store_deleted_under_a_running_bridge_is_recreated_and_used(tmp_path):
+    import shutil
+
+    s = DiskStore(tmp_path / "store")
+    s.set("a", 1)
+    assert s.check() is False
+    shutil.rmtree(tmp_path / "store")
+    assert s.check() is True
+    s.set("b", 2)
+    fresh = DiskStore(tmp_path / "store")
+    try:
+        assert fresh.get("b") == 2 and fresh.get("a") is None
+    finally:
+        fresh.close()
+        s.close()
+
+
+def test_a_running_bridge_notices_its_store_deleted_and_keeps_recording(start_bridge, upstream):
+    import shutil
+
+    import httpx
+
+    from bridge_cli.engine.events import NoticeEvent
+    from tests.conftest import config_yaml, json_answer, route_yaml, wait_for
+    from tests.test_spend import chat_body, chat_usage
+    from tests.test_spend_e2e import settled
+
+    upstream.on("/v1/chat/completions", json_answer(chat_body("gpt-4o-mini", chat_usage(10, 2))))
+    b = start_bridge(config_yaml(route_yaml("llm", ("llm-up", upstream.url),
+                                            spend="{provider: openai}")))
+    body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.Client(trust_env=False, timeout=10) as http:
+        assert http.post(b.url("llm") + "/v1/chat/completions", json=body).status_code == 200
+        settled(b, 1)
+        shutil.rmtree(b.home / "store")
+        wait_for(lambda: (b.home / "store" / "cache.db").exists(), timeout=5,
+                 what="the store recreated")
+        wait_for(lambda: any(isinstance(e, NoticeEvent) and e.level == "error"
+                             and "was deleted or replaced while bridge ran" in e.message
+                             for e in b.events()), what="a loud notice")
+        assert http.post(b.url("llm") + "/v1/chat/completions", json=body).status_code == 200
+    assert settled(b, 1)["calls"] == 1  # the new store has the call made after the deletion

@@ -83,6 +83,11 @@ class Store(Protocol):
         """Atomically subtract amount from the integer at key, never below 0; return it."""
         ...
 
+    def check(self) -> bool:
+        """Whether the store was deleted or replaced under this process; if so it is opened
+        anew (True), and the caller says so loudly: what was in it is gone."""
+        ...
+
     def impatient(self) -> Store:
         """The same state through a handle whose operations fail at once (StoreError) when
         the store is busy instead of waiting: for the event loop, with a patient fallback."""

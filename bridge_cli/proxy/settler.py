@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from bridge_cli.common.store import Store
 from bridge_cli.config.model import Budget
 from bridge_cli.engine.budget import Budgets, Reservation
-from bridge_cli.engine.events import BudgetEvent
+from bridge_cli.engine.events import BudgetEvent, NoticeEvent
 from bridge_cli.engine.money import usd
 from bridge_cli.engine.pricing import Priced
 from bridge_cli.engine.spend import ledger_row
@@ -36,6 +36,7 @@ INTERVAL = 0.05  # seconds between batches while requests keep finishing
 MAX_BATCH = 500  # settlements in one transaction
 MAX_PAUSE = 1.0  # seconds between tries of a batch the store refused
 RESERVE_PATIENCE = 2.0  # seconds a reservation waits for a busy store before it fails
+CHECK_EVERY = 1.0  # seconds between looks for a store deleted under the running bridge
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class Settlement:
 
 
 class Settler:
-    """Applies Settlements on one thread; `publish` gets budget alerts (thread-safe)."""
+    """Applies Settlements on one thread; `publish` gets budget alerts and notices
+    (thread-safe)."""
 
     def __init__(self, store: Store, budgets: Budgets, publish: Callable[[BudgetEvent], None],
                  reserve_patience: float = RESERVE_PATIENCE) -> None:
@@ -62,6 +64,7 @@ class Settler:
         self._queue: deque[Settlement] = deque()
         self._holds: deque[tuple[list, int, Future]] = deque()
         self.holds = Holds(store, budgets)
+        self._checked = time.monotonic()
         self._wake = threading.Event()
         self._closing = False
         self._busy = False  # a batch is being written (its items are still queued)
@@ -146,6 +149,8 @@ class Settler:
         while True:
             self._wake.wait(INTERVAL)
             self._wake.clear()
+            if time.monotonic() - self._checked >= CHECK_EVERY:
+                self._check_store()
             if self.holds.due() and not self._queue:  # a batch writes them otherwise
                 self._keep_holds(reclaim=self.holds.reclaim_due())
             elif self.holds.reclaim_due():
@@ -204,6 +209,22 @@ class Settler:
         for _ in batch:
             self._queue.popleft()
         self._alerts(batch)
+
+    def _check_store(self) -> None:
+        """A store deleted under a running bridge is noticed, said loudly and recreated."""
+        self._checked = time.monotonic()
+        for store in (self.store, self._quick.store if self._quick else None):
+            try:
+                if store is not None and store.check() and store is self.store:
+                    message = (f"the store {getattr(store, 'directory', '')} was deleted or replaced while "
+                               "bridge ran: spend history and budget counters written before "
+                               "are gone; bridge recreated it and records from now on")
+                    log.error("%s", message)
+                    self.publish(NoticeEvent("error", message))
+                    with self.store.batch():
+                        self.holds.write(force=True)
+            except Exception as e:  # noqa: BLE001 - checked again next round
+                log.warning("could not check the store: %s", e)
 
     def _keep_holds(self, reclaim: bool) -> None:
         """Record what is held and refresh the owner; give back what dead bridges held."""

@@ -147,6 +147,8 @@ class DiskStore:
 
         self._size_limit = size_limit
         self._policy = eviction_policy
+        self._timeout = timeout
+        self._identity = self._db_identity()
         self._evicted_written = 0  # the Disk's `written` at the last eviction
         self._evicted_at = time.monotonic()
         self._batches = 0  # open `batch` blocks: eviction waits for the outermost to end
@@ -329,6 +331,26 @@ class DiskStore:
         finally:
             self._batches -= 1
         self._wrote()
+
+    def _db_identity(self) -> tuple[int, int] | None:
+        try:
+            st = os.stat(self.directory / diskcache.core.DBNAME)
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check(self) -> bool:
+        """Whether the store's database was deleted or replaced under this process (someone
+        removed the directory): if so, reopen it where it belongs (True); the caller warns."""
+        if self._db_identity() == self._identity and self._identity is not None:
+            return False
+        old = self._cache
+        self.__init__(self.directory, self._size_limit, self._timeout, self._policy)
+        try:
+            old.close()
+        except Exception:  # noqa: BLE001 - its files are gone already
+            pass
+        return True
 
     def impatient(self) -> DiskStore:
         """The same store through a handle that never waits: a busy store fails at once
