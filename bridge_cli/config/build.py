@@ -171,6 +171,7 @@ class _Builder:
             "ignore_query": lambda v, p: tuple(v),
             "ignore_body_fields": lambda v, p: tuple(v),
             "max_size": _unit(units.parse_size),
+            "max_entry_size": _unit(units.parse_size),
         }))  # fmt: skip
 
     def spend(self, raw: dict, path: ConfigPath) -> Spend:

@@ -102,6 +102,7 @@ class Cache:
     ignore_body_fields: tuple[str, ...] = ()
     namespace: str | None = None
     max_size: int = 1 << 30  # bytes
+    max_entry_size: int = 8 << 20  # bytes: a larger answer passes through, not kept
     override: bool = False  # ignore upstream Cache-Control: no-store/private
     replay_pacing: bool = False
 

@@ -40,22 +40,31 @@ class Capture(StreamObserver):
     wants_whole = True  # an SDK closes at `[DONE]`; the answer may still be whole
 
     def __init__(self, on_complete: Callable[[list[tuple[float, bytes]]], None],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 limit: int | None = None) -> None:
         self.on_complete = on_complete
         self.clock = clock
+        self.limit = limit  # bytes: past this the capture gives up (nothing is kept)
         self.pieces: list[tuple[float, bytes]] = []
+        self.size = 0
+        self.too_big = False
         self._t0: float | None = None
 
     def piece(self, data: bytes) -> bytes:
         now = self.clock()
         if self._t0 is None:
             self._t0 = now
-        if data:
-            self.pieces.append((now - self._t0, data))
+        if data and not self.too_big:
+            self.size += len(data)
+            if self.limit is not None and self.size > self.limit:
+                self.too_big, self.pieces = True, []  # let go of what was held
+            else:
+                self.pieces.append((now - self._t0, data))
         return data
 
     def complete(self) -> None:
-        self.on_complete(self.pieces)
+        if not self.too_big:
+            self.on_complete(self.pieces)
 
 
 def ordered(observers: Iterable[StreamObserver]) -> tuple[StreamObserver, ...]:

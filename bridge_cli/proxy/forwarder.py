@@ -211,6 +211,8 @@ async def _chunks(handoff: Handoff):
         for i in range(0, len(up.body), 16384):
             yield up.body[i : i + 16384]
         return
+    if up.prefix:  # read while bridge still meant to buffer it
+        yield up.prefix
     while True:
         try:
             chunk = await asyncio.wait_for(up.raw.content.readany(), handoff.idle_timeout)

@@ -57,6 +57,7 @@ class UpstreamResponse:
     headers: list[tuple[str, str]]
     body: bytes | None  # None: not read yet, stream it from `raw`
     raw: aiohttp.ClientResponse
+    prefix: bytes = b""  # streamed: what was read before the body proved too big to buffer
 
 
 def make_session() -> aiohttp.ClientSession:
@@ -178,21 +179,45 @@ async def send_once(
         if isinstance(body, str):
             return Outcome(TIMEOUT if body.startswith("body timed out") else RESET,
                            duration=time.monotonic() - started, detail=body)
+    prefix = b""
+    if isinstance(body, Overflow):  # no declared length, and more than we buffer: stream
+        body, prefix = None, body.head
     return Outcome(
         "response",
         status=raw.status,
         retry_after=retry_after_seconds(raw.headers.get("Retry-After"), time.time()),
         duration=time.monotonic() - started,
-        handle=UpstreamResponse(raw.status, _response_headers(raw), body, raw),
+        handle=UpstreamResponse(raw.status, _response_headers(raw), body, raw, prefix),
         release=raw.close,
     )
 
 
-async def _read_body(raw: aiohttp.ClientResponse, remaining: float, url: str) -> bytes | str:
-    """The whole body within `remaining` seconds, or what went wrong in words (the
-    connection is closed then)."""
+@dataclass(frozen=True)
+class Overflow:
+    """A body without a declared length that passed BUFFER_LIMIT: what was read of it."""
+
+    head: bytes
+
+
+async def _read_body(raw: aiohttp.ClientResponse, remaining: float, url: str
+                     ) -> bytes | Overflow | str:
+    """The whole body within `remaining` seconds; an Overflow once more than BUFFER_LIMIT
+    bytes came (the rest streams); or what went wrong in words (the connection is closed
+    then)."""
+
+    async def read() -> bytes | Overflow:
+        parts, size = [], 0
+        while chunk := await raw.content.readany():
+            parts.append(chunk)
+            size += len(chunk)
+            if size > BUFFER_LIMIT:
+                return Overflow(b"".join(parts))
+        return b"".join(parts)
+
     try:
-        body = await asyncio.wait_for(raw.read(), max(remaining, 0.001))
+        body = await asyncio.wait_for(read(), max(remaining, 0.001))
+        if isinstance(body, Overflow):
+            return body
     except TimeoutError:
         raw.close()
         return f"body timed out: {url}"

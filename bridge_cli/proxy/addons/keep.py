@@ -14,6 +14,7 @@ from bridge_cli.config.model import Route
 from bridge_cli.engine import cache_plan as plans
 from bridge_cli.engine.clock import Clock
 from bridge_cli.engine.coalesce import InFlight
+from bridge_cli.config.model import Cache as CacheConfig
 from bridge_cli.engine.streams import Capture
 from bridge_cli.proxy.cache_writer import CacheWriter
 from bridge_cli.proxy.flowstate import FlowState, state_of
@@ -41,7 +42,8 @@ class KeepAddon:
         """Called by the cache addon: keep this flow's answer once it is complete; a stream
         is captured piece by piece on its way to the client."""
         st.cache.pending = pending
-        st.stream.observers.append(Capture(lambda pieces: self._captured(st, pieces)))
+        st.stream.observers.append(Capture(lambda pieces: self._captured(st, pieces),
+                                           limit=_entry_limit(pending)))
 
     def response(self, flow: http.HTTPFlow) -> None:
         st = state_of(flow)
@@ -91,8 +93,9 @@ class KeepAddon:
     def _keep(self, st: FlowState, pending: Pending, status: int,
               headers: list[tuple[str, str]], body: bytes,
               events: list[tuple[float, bytes]] | None) -> None:
-        if st.faults.fired or st.error:
-            self._settle(pending, None)  # faulted or bridge's own error: never kept, never shared
+        if st.faults.fired or st.error or len(body) > _entry_limit(pending):
+            # faulted or bridge's own error: never kept, never shared; too big: passed on only
+            self._settle(pending, None)
             return
         plan = pending.plan
         entry, writes = plans.response_writes(plan, pending.route.name, status, headers, body,
@@ -106,3 +109,8 @@ class KeepAddon:
         if pending.leader is not None:
             result = (entry, pending.plan.view.headers) if entry is not None else None
             self.inflight.finish(pending.plan.cache_key, pending.leader, result)
+
+
+def _entry_limit(pending: Pending) -> int:
+    """The largest answer this flow may keep (bytes): the route's cache.max_entry_size."""
+    return (pending.plan.cache or CacheConfig()).max_entry_size
