@@ -10,11 +10,11 @@ from dataclasses import dataclass
 from mitmproxy import http
 
 from bridge_cli.common.entry import Entry
+from bridge_cli.config.model import Cache as CacheConfig
 from bridge_cli.config.model import Route
 from bridge_cli.engine import cache_plan as plans
 from bridge_cli.engine.clock import Clock
 from bridge_cli.engine.coalesce import InFlight
-from bridge_cli.config.model import Cache as CacheConfig
 from bridge_cli.engine.streams import Capture
 from bridge_cli.proxy.cache_writer import CacheWriter
 from bridge_cli.proxy.flowstate import FlowState, state_of
