@@ -212,8 +212,9 @@ def test_recordings_leave_credentials_out_so_any_key_replays():
     assert key_of(pa) == key_of(key_parts(with_b, Cache(), credentials=False))
 
 
-def test_a_cookie_is_not_a_credential_of_the_key():
-    assert key(view(headers={"Cookie": "a=1"})) == key(view(headers={"Cookie": "a=2"}))
+def test_a_cookie_is_a_credential_of_the_key():
+    """Two users' cookies never share an entry (the key holds the cookie hashed)."""
+    assert key(view(headers={"Cookie": "a=1"})) != key(view(headers={"Cookie": "a=2"}))
 
 
 # --- what may be looked up and stored --------------------------------------------------------

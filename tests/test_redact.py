@@ -366,3 +366,42 @@ def test_fingerprint_is_short_stable_sha256_hex():
     assert fingerprint("abc") == "ba7816bf"
     assert fingerprint("abc", 16) == "ba7816bf8f01cfea"
     assert fingerprint("abc") != fingerprint("abd")
+
+
+# --- the credential-name rule (issue 21) -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["X-Custom-Auth", "x-session-id", "X-Session", "x-my-secret-value", "x-user-key-id",
+     "x-refresh-token-v2", "cookie2", "X-OAuth-Bearer", "x_custom_auth"],
+)  # fmt: skip
+def test_every_header_named_like_a_credential_is_redacted(name):
+    [(out_name, out)] = redact_headers([(name, PLAIN)])
+    assert out_name == name and MARK_RE.search(out)
+    assert_no_leak(PLAIN, out)
+    assert redact_headers([(name, out)]) == [(name, out)]
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["x-ratelimit-limit-tokens", "anthropic-ratelimit-output-tokens-reset", "idempotency-key",
+     "sec-websocket-key", "www-authenticate", "proxy-authenticate", ":authority"],
+)  # fmt: skip
+def test_token_counts_nonces_and_challenges_are_not_credentials(name):
+    assert not is_secret_header(name)
+
+
+def test_a_credential_named_header_is_redacted_in_log_text_too():
+    for line in (f"headers=[(b'x-custom-auth', b'{PLAIN}')]", f"x-session-id: {PLAIN}",
+                 f'{{"X-Custom-Auth": "{PLAIN}"}}'):
+        out = redact_text(line)
+        assert_no_leak(PLAIN, out)
+        assert redact_text(out) == out
+
+
+def test_replace_key_shapes_hides_a_key_in_a_url_path():
+    path = "/v1/models/sk-live-abcdef0123456789abcdef/x"
+    assert redact.replace_key_shapes(path, lambda k: "[credential]") == "/v1/models/[credential]/x"
+    assert_no_leak("sk-live-abcdef0123456789abcdef", redact_url("https://a.test" + path))
+    assert redact.replace_key_shapes("/v1/models/gpt-4o", lambda k: "?") == "/v1/models/gpt-4o"

@@ -6,6 +6,8 @@ adds hit rates per route when one is.
 
 from __future__ import annotations
 
+import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,10 +17,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from bridge_cli.cli.output import console, err_console, print_json
+from bridge_cli.common.entry import EntryError, decode_entry
+from bridge_cli.common.redact import replace_key_shapes
 from bridge_cli.control import cache_report as report
 from bridge_cli.errors import ControlError, UsageError
 from bridge_cli.store import bridge_home
-from bridge_cli.store.responses import ResponseStores
+from bridge_cli.store.responses import ResponseStores, valid_name
 
 cache_app = typer.Typer(
     help="Cached responses and recordings (cassettes).\n\nExample: bridge cache stats",
@@ -87,6 +91,8 @@ def ls(namespace: NamespaceOpt = None, route: RouteOpt = None, cassette: Cassett
       bridge cache ls --cassette default --json
     """
     rows = report.cache_list(_stores(), namespace=namespace, route=route, cassette=cassette)
+    for r in rows:  # entries stored before keys in paths were hidden in the key parts
+        r["path"] = replace_key_shapes(r["path"], lambda key: "[credential]")
     if json_:
         print_json(rows)
         return
@@ -159,5 +165,63 @@ def import_(file: Annotated[Path, typer.Argument(help="A file written by `bridge
     Example:\n
       bridge cache import tests/cassettes/default.jsonl && bridge up --offline
     """
-    n = report.import_entries(_stores(), report.read_lines(file), str(file), cassette=cassette)
+    lines = _read_export(file)
+    _check_export(lines, str(file))  # every field of every line, before anything is written
+    n = report.import_entries(_stores(), lines, str(file), cassette=cassette)
     err_console.print(f"imported {n} stored response(s) from {file}")
+
+
+_NOTHING = "nothing was imported"
+_KEY = re.compile(r"[0-9a-f]{64}")
+
+
+def _read_export(file: Path) -> list[str]:
+    """The lines of an export file; a UsageError for a file that isn't UTF-8 text."""
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        raise UsageError(f"{file}: cannot read it ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "\x00"
+    if "\x00" in text:
+        raise UsageError(f"{file}: not a text file; `bridge cache export` writes JSON lines "
+                         f"({_NOTHING})")
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
+def _check_export(lines: list[str], source: str) -> None:
+    """A UsageError naming the first line bridge would not import, and why."""
+    for lineno, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{source}:{lineno}"
+        try:
+            row = json.loads(line)
+        except RecursionError:
+            raise UsageError(f"{where}: JSON nested too deeply ({_NOTHING})") from None
+        except ValueError:
+            what = "not a bridge cache export" if lineno == 1 else "not a JSON line"
+            raise UsageError(f"{where}: {what} ({_NOTHING})") from None
+        if lineno > 1:
+            _check_row(row, where)
+
+
+def _check_row(row: object, where: str) -> None:
+    if not isinstance(row, dict):
+        raise UsageError(f"{where}: not an exported entry ({_NOTHING})")
+    problem = None
+    if row.get("kind") not in ("cache", "cassette"):
+        problem = "kind is neither 'cache' nor 'cassette'"
+    elif not valid_name(row.get("name")):
+        problem = "name is not a namespace or cassette name (letters, digits, '.', '_', '-')"
+    elif not isinstance(row.get("key"), str) or not _KEY.fullmatch(row["key"]):
+        problem = "key is not a stored key (64 hex digits)"
+    else:
+        try:
+            decode_entry(row.get("entry"))
+        except EntryError as e:
+            problem = f"entry: {e}"
+    if problem:
+        raise UsageError(f"{where}: {problem} ({_NOTHING})")

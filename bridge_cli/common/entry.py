@@ -1,17 +1,54 @@
 """The stored form of a cached response (an Entry) and its codec, shared by engine/cache.py,
-which decides what to store, and store/responses.py, which keeps it."""
+which decides what to store, and store/responses.py, which keeps it.
+
+The reader is strict: whatever reaches it (a cache entry, a cassette, a line of `bridge cache
+import`) is either a well-formed answer bridge can serve as it is, or refused as corrupt.
+Header names are tokens, values hold no control character (CR, LF, NUL: no header can be
+injected), the status is an HTTP status, numbers are finite, sizes are bounded. What a
+stored answer must not carry (hop-by-hop headers, a Content-Length that disagrees with the
+body, bridge's own headers) is dropped on the way in and out, never served.
+"""
 
 from __future__ import annotations
 
 import base64
+import binascii
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from bridge_cli.common.redact import redact_headers
+
 FORMAT = 1  # of a stored entry; bump on an incompatible change (old entries become misses)
 
-SKIP_STORED_HEADERS = frozenset({"set-cookie", "date", "age", "connection", "keep-alive",
-                                 "transfer-encoding"})
+# Per-response headers and hop-by-hop headers (RFC 9110 7.6.1): never stored, never replayed.
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "te", "trailer",
+                        "upgrade"})
+SKIP_STORED_HEADERS = HOP_BY_HOP | {"set-cookie", "date", "age"}
+
+MAX_BODY = 2**30  # bytes of one stored body (a stream's events together): 1 GiB
+MAX_HEADERS = 512  # header fields of one answer
+MAX_HEADER_BYTES = 256 * 2**10  # names and values together
+MAX_EVENTS = 1_000_000  # events of one stored stream
+MAX_PARTS_DEPTH = 6  # nesting of the key parts (a query pair sits at depth 3)
+MAX_PARTS_ITEMS = 10_000  # values in the key parts, all levels together
+MAX_TEXT = 64 * 2**10  # characters of the route, and of one string in the key parts
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}"  # RFC 9110 5.6.2
+_TOKEN_RE = re.compile(_TOKEN)
+_NAMES_RE = re.compile(rf"(?:{_TOKEN}(?:\n{_TOKEN})*)?")  # names joined by LF
+# Visible latin-1, space and HTAB (RFC 9110 5.5): no CR, LF, NUL or other control, nothing
+# bridge could not send. Joined values are separated by LF, which no value may hold.
+_VALUE = r"\t\x20-\x7e\x80-\xff"
+_VALUES_RE = re.compile(rf"[{_VALUE}\n]*")
+_VALUE_RE = re.compile(rf"[{_VALUE}]*")
+_DIGITS_RE = re.compile(r"[0-9]{1,19}")
+
+
+class EntryError(ValueError):
+    """A stored or imported entry that bridge will not serve; str() says why."""
 
 
 @dataclass
@@ -48,11 +85,25 @@ class Entry:
         return len(self.body)
 
 
+def storable_headers(headers: Iterable[tuple[str, str]], body: bytes) -> list[tuple[str, str]]:
+    """The headers a stored answer keeps: no hop-by-hop, per-response or bridge header, and
+    one Content-Length: the body's length, or (an empty body: HEAD) the number it said."""
+    kept, length = [], None
+    for k, v in headers:
+        n = k.lower()
+        if n == "content-length":
+            if length is None and (body or _DIGITS_RE.fullmatch(v.strip())):
+                length = (k, str(len(body)) if body else v.strip())
+        elif not (n in SKIP_STORED_HEADERS or n.startswith(("proxy-", "x-bridge-"))):
+            kept.append((k, v))
+    return kept + [length] if length else kept
+
+
 def make_entry(status: int, headers: Iterable[tuple[str, str]], body: bytes, now: float,
                parts: dict, route: str, events: list[tuple[float, bytes]] | None = None) -> Entry:
-    """An entry of what the upstream answered, without per-response and bridge headers."""
-    kept = [(k, v) for k, v in headers if k.lower() not in SKIP_STORED_HEADERS
-            and not k.lower().startswith("x-bridge-")]
+    """An entry of what the upstream answered, without per-response and bridge headers, and
+    with the value of every credential-named header redacted (cassettes are committed)."""
+    kept = redact_headers(storable_headers(headers, body))
     return Entry(status, kept, body, now, parts, route, events)
 
 
@@ -64,20 +115,153 @@ def vary_record(names: list[str], now: float, parts: dict, route: str) -> Entry:
 def parse_entry(obj: Any) -> Entry | None:
     """The Entry in a stored JSON value, or None when it is missing, corrupt or of another
     format (a broken entry is a miss, never a crash or a wrong answer)."""
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        return None
     try:
-        events = obj.get("events")
-        return Entry(
-            status=int(obj["status"]),
-            headers=[(str(k), str(v)) for k, v in obj["headers"]],
-            body=base64.b64decode(obj["body"], validate=True),
-            stored_at=float(obj["stored_at"]),
-            parts=dict(obj["parts"]),
-            route=str(obj["route"]),
-            events=None if events is None else
-            [(float(t), base64.b64decode(b, validate=True)) for t, b in events],
-            vary=None if obj.get("vary") is None else [str(v) for v in obj["vary"]],
-        )
-    except (KeyError, TypeError, ValueError):
+        return decode_entry(obj)
+    except EntryError:
         return None
+
+
+def decode_entry(obj: Any) -> Entry:
+    """The Entry in a stored JSON value; EntryError (one line: which field, what is wrong)
+    when bridge would not serve it. What `bridge cache import` accepts, and nothing else."""
+    if not isinstance(obj, dict):
+        raise EntryError("an entry is a JSON object")
+    if type(obj.get("format")) is not int or obj["format"] != FORMAT:
+        raise EntryError(f"not an entry of format {FORMAT}")
+    for name in ("status", "headers", "body", "stored_at", "parts", "route"):
+        if name not in obj:
+            raise EntryError(f"no {name!r}")
+    vary = _vary(obj.get("vary"))
+    body = _base64(obj["body"], "body", MAX_BODY)
+    events = _events(obj.get("events"))
+    return Entry(
+        status=_status(obj["status"], vary is not None),
+        headers=storable_headers(_headers(obj["headers"]), body),
+        body=body,
+        stored_at=_number(obj["stored_at"], "stored_at"),
+        parts=_parts(obj["parts"]),
+        route=_text(obj["route"], "route"),
+        events=events,
+        vary=vary,
+    )
+
+
+# --- the fields ----------------------------------------------------------------------------
+
+
+def _status(value: Any, is_vary_record: bool) -> int:
+    if type(value) is not int:
+        raise EntryError(f"status {value!r} is not an integer")
+    if not (100 <= value <= 599 or (is_vary_record and value == 0)):
+        raise EntryError(f"status {value} is not an HTTP status (100-599)")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        raise EntryError(f"{what} {value!r} is not a finite number of seconds")
+    return float(value)
+
+
+def _text(value: Any, what: str) -> str:
+    if not isinstance(value, str) or len(value) > MAX_TEXT:
+        raise EntryError(f"{what} is not a string (of at most {MAX_TEXT} characters)")
+    return value
+
+
+def _base64(value: Any, what: str, limit: int) -> bytes:
+    if not isinstance(value, str) or len(value) > (limit + 2) // 3 * 4:
+        raise EntryError(f"{what} is not base64 of at most {limit} bytes")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise EntryError(f"{what} is not valid base64") from None
+
+
+def _headers(value: Any) -> list[tuple[str, str]]:
+    if not isinstance(value, list) or len(value) > MAX_HEADERS:
+        raise EntryError(f"headers is not a list of at most {MAX_HEADERS} [name, value] pairs")
+    try:  # every hit reads its headers here: one pass in C for all of them, then the why
+        if not all(type(p) is list for p in value):
+            raise TypeError
+        pairs = [(k, v) for k, v in value]
+        names, values = "\n".join([k for k, _ in pairs]), "\n".join([v for _, v in pairs])
+    except (TypeError, ValueError):
+        raise EntryError("a header is not a [name, value] pair of strings") from None
+    if not (_NAMES_RE.fullmatch(names) and _VALUES_RE.fullmatch(values)):
+        for name, val in pairs:
+            if not _TOKEN_RE.fullmatch(name):
+                raise EntryError(f"header name {name[:40]!r} is not an HTTP token")
+            if not _VALUE_RE.fullmatch(val):
+                raise EntryError(f"header {name!r}: its value holds a control character "
+                                 "(CR, LF, NUL, …) or a character HTTP can't carry")
+    if len(names) + len(values) > MAX_HEADER_BYTES:
+        raise EntryError(f"headers are larger than {MAX_HEADER_BYTES} bytes")
+    return pairs
+
+
+def _events(value: Any) -> list[tuple[float, bytes]] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_EVENTS:
+        raise EntryError(f"events is not a list of at most {MAX_EVENTS} [offset, base64]")
+    out, size = [], 0
+    for ev in value:
+        if not (isinstance(ev, list) and len(ev) == 2):
+            raise EntryError("an event is not an [offset, base64] pair")
+        data = _base64(ev[1], "an event", MAX_BODY)
+        size += len(data)
+        out.append((_number(ev[0], "an event's offset"), data))
+    if size > MAX_BODY:
+        raise EntryError(f"events are larger than {MAX_BODY} bytes")
+    return out
+
+
+def _vary(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) > MAX_HEADERS or not all(
+            isinstance(v, str) and _TOKEN_RE.fullmatch(v) for v in value):
+        raise EntryError("vary is not a list of header names")
+    return list(value)
+
+
+def _parts(value: Any) -> dict:
+    """The key parts: an object of strings, lists and objects (bounded nesting); the parts
+    a listing shows (path, query) of the shapes it expects."""
+    if not isinstance(value, dict):
+        raise EntryError("parts is not an object")
+    _check_json(value, MAX_PARTS_DEPTH, [MAX_PARTS_ITEMS])
+    for name in ("namespace", "method", "path", "host", "body"):
+        if name in value and not isinstance(value[name], str):
+            raise EntryError(f"parts.{name} is not a string")
+    query = value.get("query", [])
+    if not isinstance(query, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+            for p in query):
+        raise EntryError("parts.query is not a list of [name, value] pairs")
+    return value
+
+
+def _check_json(value: Any, depth: int, budget: list[int]) -> None:
+    """Strings, finite numbers, booleans, null, lists and objects with string keys, nested
+    at most `depth` deep, `budget[0]` values in all."""
+    budget[0] -= 1
+    if depth < 0 or budget[0] < 0:
+        raise EntryError(f"parts are nested deeper than {MAX_PARTS_DEPTH} or hold more than "
+                         f"{MAX_PARTS_ITEMS} values")
+    if isinstance(value, str):
+        if len(value) > MAX_TEXT:
+            raise EntryError(f"a part is longer than {MAX_TEXT} characters")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise EntryError("a part is not a finite number")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise EntryError("parts have a key that is not a string")
+            _check_json(v, depth - 1, budget)
+    elif isinstance(value, list):
+        for v in value:
+            _check_json(v, depth - 1, budget)
+    elif value is not None and not isinstance(value, int | bool):
+        raise EntryError("a part is not JSON")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from urllib.parse import unquote_plus
 
 _SECRET_HEADERS = frozenset({
@@ -33,9 +33,16 @@ _SECRET_HEADERS = frozenset({
     "x-auth", "x-auth-token", "x-access-token", "x-amz-security-token", "private-token",
     "x-vault-token", "x-functions-key", "ocp-apim-subscription-key",
 })  # fmt: skip
-_SECRET_HEADER_SUFFIXES = ("-api-key", "-apikey", "-key", "-token", "-secret", "-password")
-# Nonces and ids that only look like credentials, and help when debugging retries.
-_PUBLIC_HEADERS = frozenset({"idempotency-key", "x-idempotency-key", "sec-websocket-key"})
+# The credential-name rule: any header whose name holds one of these words carries a
+# credential (`X-Custom-Auth`, `x-session-id`, `Cookie`); "tokens" (plural) is a count of
+# LLM tokens (`x-ratelimit-remaining-tokens`), not a credential.
+_CREDENTIAL_WORDS = r"auth|token(?!s)|key|secret|session|cookie|passw"
+_CREDENTIAL_WORD_RE = re.compile(_CREDENTIAL_WORDS)
+# Nonces, ids and challenges that only look like credentials, and help when debugging.
+_PUBLIC_HEADERS = frozenset({
+    "idempotency-key", "x-idempotency-key", "sec-websocket-key", "www-authenticate",
+    "proxy-authenticate",
+})  # fmt: skip
 
 _SECRET_PARAMS = frozenset({
     "key", "api_key", "apikey", "x_api_key", "x_goog_api_key", "token", "access_token",
@@ -70,11 +77,12 @@ def fingerprint(secret: str, length: int = 8) -> str:
 
 
 def is_secret_header(name: str) -> bool:
-    """Whether a header of this name carries a credential (case-insensitive)."""
+    """Whether a header of this name carries a credential (case-insensitive): its name
+    holds auth, token, key, secret, session, cookie or passw(ord)."""
     n = name.strip().lower().replace("_", "-")
-    if n in _PUBLIC_HEADERS:
+    if n in _PUBLIC_HEADERS or n.startswith(":"):  # ':authority' is HTTP/2's Host
         return False
-    return n in _SECRET_HEADERS or n.endswith(_SECRET_HEADER_SUFFIXES) or "authoriz" in n
+    return n in _SECRET_HEADERS or _CREDENTIAL_WORD_RE.search(n) is not None
 
 
 def is_secret_param(name: str) -> bool:
@@ -201,7 +209,7 @@ def _name_rx(exact: Iterable[str], suffixes: Iterable[str], extra: str = "") -> 
     return "(?:" + "|".join(alts + ([extra] if extra else [])) + ")"
 
 
-_HEADER_NAME = _name_rx(_SECRET_HEADERS, _SECRET_HEADER_SUFFIXES, r"[\w-]*authoriz[\w-]*")
+_HEADER_NAME = _name_rx(_SECRET_HEADERS, (), rf"[\w-]*(?:{_CREDENTIAL_WORDS})[\w-]*")
 _PARAM_NAME = _name_rx(_SECRET_PARAMS, _SECRET_PARAM_SUFFIXES)
 _ANY_NAME = f"(?:{_HEADER_NAME}|{_PARAM_NAME})"
 _SCHEMED_MARK = rf"(?:(?:{_SCHEME_RX})\s+)?{_MARK}"
@@ -243,6 +251,12 @@ _SHAPES_RE = re.compile(
 
 def _redact_shapes(text: str) -> str:
     return _SHAPES_RE.sub(lambda m: _mask(m[0]), text)
+
+
+def replace_key_shapes(text: str, replace: Callable[[str], str]) -> str:
+    """text with every well-known API-key shape (sk-…, AIza…, ghp_…, a JWT, …) replaced by
+    replace(key): how a key in a URL path stays out of cache keys, listings and exports."""
+    return _SHAPES_RE.sub(lambda m: replace(m[0]), text)
 
 
 def _quoted_pair(m: re.Match[str]) -> str:

@@ -7,39 +7,68 @@ it works with no bridge running (hit counts then come from nowhere and show as n
 from __future__ import annotations
 
 import json
+import logging
+import re
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
 from bridge_cli.common.entry import FORMAT, parse_entry
-from bridge_cli.errors import UsageError
+from bridge_cli.errors import StoreError, UsageError
 from bridge_cli.store.responses import EntryStore, ResponseStores
 
+log = logging.getLogger("bridge.cache")
 EXPORT_FORMAT = 1  # of `bridge cache export` files
+_ROUTE = re.compile(r"[a-z0-9][a-z0-9_-]*")  # a route name, as schemas/bridge.v2.json has it
 
 
-def _stores(stores: ResponseStores, namespace: str | None, cassette: str | None
-            ) -> list[tuple[str, str, EntryStore]]:
-    """(kind, name, store) selected by the options; all caches and cassettes by default."""
+def _stores(stores: ResponseStores, namespace: str | None, cassette: str | None,
+            warnings: list[str] | None = None) -> list[tuple[str, str, EntryStore]]:
+    """(kind, name, store) selected by the options; all caches and cassettes by default.
+    A name given is checked (UsageError); a directory found on disk whose name bridge
+    would never give is left out, with a line in `warnings`."""
     if cassette is not None:
         return [("cassette", cassette, stores.cassette(cassette))]
-    names = [namespace] if namespace is not None else stores.names("cache")
-    out = [("cache", n, stores.cache(n)) for n in names]
-    if namespace is None:
-        out += [("cassette", n, stores.cassette(n)) for n in stores.names("cassettes")]
+    if namespace is not None:
+        return [("cache", namespace, stores.cache(namespace))]
+    out = []
+    for kind, folder, open_one in (("cache", "cache", stores.cache),
+                                   ("cassette", "cassettes", stores.cassette)):
+        for name in stores.names(folder):
+            try:
+                out.append((kind, name, open_one(name)))
+            except UsageError as e:
+                _warn(warnings, f"{folder}/{name!r} left out: {e}")
     return out
+
+
+def _warn(warnings: list[str] | None, message: str) -> None:
+    log.warning("%s", message)
+    if warnings is not None:
+        warnings.append(message)
+
+
+def _unreadable(kind: str, name: str, e: StoreError) -> str:
+    what = "cache namespace" if kind == "cache" else "cassette"
+    return f"{what} '{name}' is unreadable and left out: {e}"
 
 
 def cache_stats(stores: ResponseStores, live: dict[str, dict] | None = None) -> dict:
     """Entries and bytes per cache namespace and cassette; hits per route when `live`
-    (route -> counters from a running bridge) is given."""
-    groups = []
-    for kind, name, es in _stores(stores, None, None):
+    (route -> counters from a running bridge) is given. An unreadable store is left out
+    with a line in "warnings", so one corrupt namespace does not hide the others."""
+    groups: list[dict] = []
+    warnings: list[str] = []
+    for kind, name, es in _stores(stores, None, None, warnings):
         entries = size = 0
-        for _, s in es.summaries():
-            entries += 1
-            size += int(s.get("size", 0))
+        try:
+            for _, s in es.summaries():
+                entries += 1
+                size += int(s.get("size", 0))
+        except StoreError as e:
+            _warn(warnings, _unreadable(kind, name, e))
+            continue
         groups.append({"kind": kind, "name": name, "entries": entries, "bytes": size})
     routes = []
     for route, counts in sorted((live or {}).items()):
@@ -48,7 +77,7 @@ def cache_stats(stores: ResponseStores, live: dict[str, dict] | None = None) -> 
         routes.append({"route": route, "hits": hits, "misses": counts.get("miss", 0),
                        "coalesced": counts.get("coalesced", 0), "refreshes": counts.get("refresh", 0),
                        "hit_rate": round(hits / looked, 4) if looked else None})
-    return {"stores": groups, "routes": routes, "live": live is not None}
+    return {"stores": groups, "routes": routes, "live": live is not None, "warnings": warnings}
 
 
 def cache_list(stores: ResponseStores, *, namespace: str | None = None, route: str | None = None,
@@ -73,20 +102,35 @@ def cache_list(stores: ResponseStores, *, namespace: str | None = None, route: s
 
 def cache_clear(stores: ResponseStores, *, namespace: str | None = None, route: str | None = None,
                 cassette: str | None = None) -> dict:
-    """Remove the selected entries; how many were removed, per store."""
-    removed = []
-    for kind, name, es in _stores(stores, namespace, cassette):
+    """Remove the selected entries; how many were removed, per store. A store named by
+    `namespace`/`cassette` that is unreadable is a StoreError; clearing all of them leaves
+    an unreadable one out, with a line in "warnings"."""
+    if route is not None and not _ROUTE.fullmatch(route):
+        raise UsageError(f"route name {route!r}: a route's name is lower-case letters, "
+                         "digits, '_' and '-', e.g. openai")
+    removed, warnings = [], []
+    for kind, name, es in _stores(stores, namespace, cassette, warnings):
         if route is not None and cassette is None and kind == "cassette":
             continue  # --route clears a route's cache; recordings go only with --cassette
-        if route is None:
-            n = es.clear()
-        else:
-            keys = [k for k, s in es.summaries() if s.get("route") == route]
-            for k in keys:
-                es.delete(k)
-            n = len(keys)
+        try:
+            n = _clear(es, route)
+        except StoreError as e:
+            if namespace is not None or cassette is not None:
+                raise
+            _warn(warnings, _unreadable(kind, name, e))
+            continue
         removed.append({"kind": kind, "name": name, "removed": n})
-    return {"removed": removed, "total": sum(r["removed"] for r in removed)}
+    return {"removed": removed, "total": sum(r["removed"] for r in removed), "warnings": warnings}
+
+
+def _clear(es: EntryStore, route: str | None) -> int:
+    """Remove every entry of `es`, or only `route`'s; how many went."""
+    if route is None:
+        return es.clear()
+    keys = [k for k, s in es.summaries() if s.get("route") == route]
+    for k in keys:
+        es.delete(k)
+    return len(keys)
 
 
 def export_entries(stores: ResponseStores, out: IO[str], *, cassette: str | None = None,

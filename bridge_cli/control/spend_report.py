@@ -29,11 +29,11 @@ def parse_since(value: str | None, now: float) -> str:
     v = value.strip().lower()
     try:
         if v.endswith("d") and v[:-1].isdigit():
-            return time.strftime("%Y-%m-%d", time.localtime(now - int(v[:-1]) * 86400))
+            return dt.date.fromtimestamp(now - int(v[:-1]) * 86400).isoformat()
         if v.endswith("h") and v[:-1].isdigit():
-            return time.strftime("%Y-%m-%d", time.localtime(now - int(v[:-1]) * 3600))
+            return dt.date.fromtimestamp(now - int(v[:-1]) * 3600).isoformat()
         return dt.date.fromisoformat(v).isoformat()
-    except ValueError:
+    except (ValueError, OverflowError, OSError):  # a span back before year 1, or past time_t
         pass
     raise UsageError(f"--since {value!r}: expected a date like 2026-11-01, today, or 7d / 24h")
 

@@ -3,21 +3,28 @@
 Keys come from the request as the client sent it: the route's namespace (not the upstream
 that answered), method, host for explicit-proxy traffic, path, sorted query, a hash of the
 body (JSON canonicalised: key order and whitespace don't matter) and the `vary:` headers.
-Credentials (Authorization, api-key headers, key-like query parameters) enter a key only as
-a hash; recordings leave them out by default so a team can share a cassette. The parts are
-stored beside each entry, so an offline miss can say what differed.
+Credentials (every header named like one: Authorization, Cookie, X-Custom-Auth, x-session-id,
+…; key-like query parameters; an API key in the path) enter a key only as a hash, so two
+callers never share an entry; recordings leave them out by default so a team can share a
+cassette. The parts are stored beside each entry (and listed, exported), so they never hold
+a credential in clear; an offline miss reads them to say what differed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from bridge_cli.common.entry import Entry  # its codec lives in common/: store/ reads it too
-from bridge_cli.common.redact import fingerprint, is_secret_header, is_secret_param
+from bridge_cli.common.redact import (
+    fingerprint,
+    is_secret_header,
+    is_secret_param,
+    replace_key_shapes,
+)
 from bridge_cli.config.model import Cache
 
 NEVER_STORED = frozenset({429}) | frozenset(range(500, 600))
@@ -77,16 +84,26 @@ def _secret(value: str) -> str:
     return f"sha256:{fingerprint(value, 16)}"
 
 
+def _path_key(credentials: bool) -> Callable[[str], str]:
+    """What an API key found in the path or a query value becomes: a hash in a cache key
+    (another key is another entry), a placeholder in a recording's (any key replays)."""
+    if credentials:
+        return lambda key: f"[credential:{_secret(key)}]"
+    return lambda key: "[credential]"
+
+
 def key_parts(view: RequestView, cache: Cache, *, credentials: bool = True) -> dict[str, Any]:
-    """The parts of the cache key, JSON-ready; `credentials=False` for shareable cassettes."""
+    """The parts of the cache key, JSON-ready and without a credential in clear;
+    `credentials=False` for shareable cassettes (credentials left out)."""
     ignore = {q.lower() for q in cache.ignore_query}
+    hide = _path_key(credentials)
     query = sorted(
-        (k, _secret(v) if is_secret_param(k) else v)
+        (k, _secret(v) if is_secret_param(k) else replace_key_shapes(v, hide))
         for k, v in view.query
         if k.lower() not in ignore and (credentials or not is_secret_param(k))
     )
     parts: dict[str, Any] = {"namespace": view.namespace, "method": view.method.upper(),
-                             "path": view.path}
+                             "path": replace_key_shapes(view.path, hide)}
     if view.host:
         parts["host"] = view.host.lower()
     if query:
@@ -99,8 +116,7 @@ def key_parts(view: RequestView, cache: Cache, *, credentials: bool = True) -> d
         parts["vary"] = {k: _secret(v) if v and is_secret_header(k) else v
                          for k, v in sorted(vary.items())}
     if credentials:
-        creds = {k: _secret(v) for k, v in sorted(view.headers.items()) if is_secret_header(k)
-                 and k not in ("cookie",)}
+        creds = {k: _secret(v) for k, v in sorted(view.headers.items()) if is_secret_header(k)}
         if creds:
             parts["credentials"] = creds
     return parts

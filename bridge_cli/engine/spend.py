@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bridge_cli.common.redact import redact_url
 from bridge_cli.config.model import Budget, Config, Route, Spend
 from bridge_cli.engine.pricing import (
     Priced,
@@ -138,4 +139,4 @@ def ledger_row(now: float, flow_id: str, route: str, upstream: str | None, price
             "model": priced.model, "cost_micros": priced.cost if status != "saved" else 0,
             "saved_micros": saved, "status": status,
             "reason": priced.reason if status != "saved" else None, "tokens": priced.usage,
-            "snapshot": priced.snapshot, "path": path.split("?")[0]}
+            "snapshot": priced.snapshot, "path": redact_url(path.split("?")[0])}

@@ -31,8 +31,13 @@ Opener = Callable[[Path, int], Store]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
+def valid_name(name: object) -> bool:
+    """Whether `name` may name a cache namespace or a cassette (a directory under the home)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
 def _check_name(kind: str, name: str) -> str:
-    if not _NAME.match(name):
+    if not valid_name(name):
         raise UsageError(f"{kind} name {name!r}: use letters, digits, '.', '_' or '-' "
                          "(at most 64), e.g. default")
     return name
