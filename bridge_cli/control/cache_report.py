@@ -170,15 +170,18 @@ def import_entries(stores: ResponseStores, lines: Iterable[str], source: str, *,
             row = json.loads(line)
             entry = parse_entry(row["entry"])
             kind, name, key = row["kind"], row["name"], row["key"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             entry = None
         if entry is None or kind not in ("cache", "cassette"):
             raise UsageError(f"{source}:{lineno}: not a valid entry; nothing was imported")
         todo.append((kind, name, key, entry))
+    by_store: dict[int, tuple] = {}
     for kind, name, key, entry in todo:
         es = stores.cassette(cassette) if cassette else (
             stores.cassette(name) if kind == "cassette" else stores.cache(name))
-        es.put(key, entry, None)
+        by_store.setdefault(id(es), (es, []))[1].append((key, entry, None))
+    for es, items in by_store.values():  # one transaction per store: all of it or none
+        es.put_many(items)
     return len(todo)
 
 
@@ -187,3 +190,5 @@ def read_lines(path: Path) -> list[str]:
         return path.read_text(encoding="utf-8").splitlines()
     except OSError as e:
         raise UsageError(f"{path}: cannot read it ({e.strerror})") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}: not a bridge cache export (not UTF-8 text)") from None

@@ -25,7 +25,7 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
 
 def glob_match(pattern: str, value: str) -> bool:
     """Match `value` against a path or host glob (`*`, `?`, `**`)."""
-    return _glob_regex(pattern).match(value) is not None
+    return _glob_regex(pattern).fullmatch(value) is not None
 
 
 def path_matches(pattern: str, path: str) -> bool:
