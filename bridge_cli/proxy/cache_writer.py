@@ -64,6 +64,12 @@ class CacheWriter:
         self._thread.join(grace)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:  # this thread's database connections (each thread has its own)
+            self.stores.close_connections()
+
+    def _loop(self) -> None:
         while True:
             self._wake.wait(INTERVAL)
             self._wake.clear()

@@ -279,6 +279,7 @@ class Bridge(Reloading):
             await asyncio.get_running_loop().run_in_executor(
                 None, self.cache_addon.writer.close)
         if self.settler is not None:  # spend still settling lands before the store closes
+            self.settler.close_quick()
             await asyncio.get_running_loop().run_in_executor(None, self.settler.close)
         if self.store is not None:
             self.store.close()

@@ -145,6 +145,17 @@ class Settler:
         return len(left)
 
     def _run(self) -> None:
+        try:
+            self._loop()
+        finally:  # this thread's database connections (each thread has its own)
+            self.store.close()
+
+    def close_quick(self) -> None:
+        """Close the impatient handle's connection of the calling thread (the event loop's)."""
+        if self._quick is not None:
+            self._quick.store.close()
+
+    def _loop(self) -> None:
         self._keep_holds(reclaim=True)
         while True:
             self._wake.wait(INTERVAL)

@@ -187,6 +187,13 @@ class ResponseStores:
         """Reads to record, per store: taken on the loop, recorded on a writer thread."""
         return [(es, keys) for es in self._open.values() if (keys := es.take_touches())]
 
+    def close_connections(self) -> None:
+        """Close the calling thread's connections to every store opened here (a writer
+        thread ending); the stores stay usable from other threads."""
+        for es in list(self._open.values()):
+            if es._store is not None:
+                es._store.close()
+
     def close(self) -> None:
         """Close every store opened here."""
         for es in self._open.values():
