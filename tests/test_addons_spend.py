@@ -255,12 +255,7 @@ def streamed(flow, raw: bytes, forwarder: Forwarder) -> bytes:
     return out
 
 
-@pytest.mark.parametrize("asks", [
-    "client",
-    pytest.param("bridge", marks=pytest.mark.xfail(strict=True, reason=(
-        "bug: with inject_usage the cache keeps the stream with its usage chunk stripped, "
-        "so a hit prices to 0 and `bridge spend` counts no savings"))),
-])
+@pytest.mark.parametrize("asks", ["client", "bridge"])
 async def test_a_cached_stream_hit_counts_what_the_call_would_have_cost(
         tmp_path, store, bus_events, settled, asks):
     cfg = config(CACHED_LLM)

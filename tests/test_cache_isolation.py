@@ -114,8 +114,11 @@ def test_a_credential_named_header_is_redacted_in_the_flow_log(start_bridge, ups
 
 def test_an_api_key_in_the_path_is_never_stored_listed_or_exported_in_clear(
         start_bridge, upstream, client, tmp_path):
-    numbered(upstream, f"/v1/models/{PATH_KEY}/x")
-    numbered(upstream, f"/v1/models/{OTHER_PATH_KEY}/x")
+    # The upstream's own answer is its data (bridge stores it as it came): here it doesn't
+    # echo the key back, so any copy of the key found below is bridge's doing.
+    quiet = lambda request: {"path": "-"}  # noqa: E731
+    numbered(upstream, f"/v1/models/{PATH_KEY}/x", extra=quiet)
+    numbered(upstream, f"/v1/models/{OTHER_PATH_KEY}/x", extra=quiet)
     b = start_bridge(cached_route(upstream.url), replay=ReplayMode(record=True))
     url = b.url("api") + f"/v1/models/{PATH_KEY}/x?alt=json&key={SECRET}"
     first, again = client.get(url), client.get(url)

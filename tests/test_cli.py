@@ -160,10 +160,14 @@ def test_ca_prints_the_cert_path_and_trust_lines(tmp_path, env):
     assert r.returncode == 0, r.stderr
     cert = Path(env["BRIDGE_HOME"]) / "mitmproxy" / "mitmproxy-ca-cert.pem"
     assert cert.exists() and "BEGIN CERTIFICATE" in cert.read_text()
-    for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "NODE_EXTRA_CA_CERTS"):
-        assert f"export {var}={cert}" in r.stdout
+    bundle = cert.parent / "bridge-ca-bundle.pem"  # the system's CAs plus bridge's
+    for var in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"):
+        assert f"export {var}={bundle}" in r.stdout
+    assert f"export NODE_EXTRA_CA_CERTS={cert}" in r.stdout  # Node adds it to its own CAs
+    assert cert.read_text().strip() in bundle.read_text()
     j = json.loads(bridge_cmd(["ca", "--json"], env, tmp_path).stdout)
-    assert j["cert"] == str(cert)
+    assert j["cert"] == str(cert) and j["bundle"] == str(bundle)
+    assert j["env"]["SSL_CERT_FILE"] == str(bundle)
 
 
 def test_bad_cli_input_is_one_line_and_exit_2(tmp_path, env):

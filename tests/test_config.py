@@ -219,7 +219,7 @@ def test_missing_version_and_legacy_v1_config_say_what_to_do():
         "bridge.yaml:1: missing required key 'version' (add `version: 2` at the top)"
     ]
     (line,) = errors_of("connectors:\n  openai: {providers: []}\n")
-    assert "version 1 config" in line and "bridge migrate bridge.yaml" in line
+    assert "version 1 config" in line and "version: 2" in line and "migrate" not in line
     (line,) = errors_of("version: 1\n")
     assert line.startswith("bridge.yaml:1: version: expected 2, got 1")
 

@@ -486,7 +486,7 @@ def test_price_response_model_comes_from_the_response_then_the_request():
     usage = chat_usage(1000, 200)
     from_body = price_response("openai", chat_body("gpt-4o-mini-2024-07-18", usage),
                                path="/v1/chat/completions", request_model="gpt-4o")
-    assert from_body.model == "gpt-4o-mini"  # the response wins over the request
+    assert from_body.model == "gpt-4o-mini-2024-07-18"  # the response wins, as it names it
     nameless = {k: v for k, v in chat_body("x", usage).items() if k != "model"}
     fallback = price_response("openai", nameless, path="/v1/chat/completions",
                               request_model="gpt-4o")

@@ -708,10 +708,11 @@ def test_bridge_spend_reports_by_route_upstream_model_and_day(start_bridge, upst
 
     by_model = json.loads(out["date-model"][1])
     models = {g["model"]: g for g in by_model["groups"]}
-    assert set(models) == {"gpt-4o", "gpt-4o-mini", "-"}  # "-": the flat-priced route
-    assert models["gpt-4o"]["calls"] == 2 and d(models["gpt-4o"]["cost_usd"]) == d(old_cost) + d(
-        costs[0])
-    assert models["gpt-4o-mini"]["tokens"] == 2300
+    # models as the responses name them; "-": the flat-priced route
+    assert set(models) == {"gpt-4o-2024-08-06", "gpt-4o-mini-2024-07-18", "-"}
+    assert models["gpt-4o-2024-08-06"]["calls"] == 2 and d(
+        models["gpt-4o-2024-08-06"]["cost_usd"]) == d(old_cost) + d(costs[0])
+    assert models["gpt-4o-mini-2024-07-18"]["tokens"] == 2300
     assert by_model["since"] == old_day and by_model["calls"] == 6
 
     by_upstream = json.loads(out["upstream"][1])

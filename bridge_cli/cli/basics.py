@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -10,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bridge_cli.cli.output import console, err_console, print_json
-from bridge_cli.config.loader import load_config
+from bridge_cli.config.loader import load_config, schema
 from bridge_cli.errors import UsageError
 from bridge_cli.resources import data_dir
 from bridge_cli.store import bridge_home
@@ -72,14 +74,16 @@ def validate(
     """
     from bridge_cli.errors import ConfigError
 
-    results, failed = [], False
+    results, lines, failed = [], {}, False
     for f in files:
         try:
             cfg = load_config(f)
             results.append({"file": str(f), "valid": True, "routes": [r.name for r in cfg.routes]})
         except ConfigError as e:
             failed = True
-            results.append({"file": str(f), "valid": False, "errors": str(e).splitlines()})
+            lines[str(f)] = str(e).splitlines()
+            results.append({"file": str(f), "valid": False,
+                            "errors": [config_problem(str(f), line) for line in lines[str(f)]]})
     if json_:
         print_json(results)
     else:
@@ -87,10 +91,31 @@ def validate(
             if r["valid"]:
                 console.print(f"[green]ok[/green] {escape(r['file'])}: {len(r['routes'])} route(s)")
             else:
-                for line in r["errors"]:
+                for line in lines[r["file"]]:
                     err_console.print(f"[red]error:[/red] {escape(line)}", soft_wrap=True)
     if failed:
         raise typer.Exit(2)
+
+
+# "FILE:LINE: KEY: MESSAGE", as config/loader.py words every problem; KEY and LINE may be
+# missing ("FILE: no such config file", "FILE:3: invalid YAML: ...").
+_PROBLEM = re.compile(r"(?:(?P<line>\d+): )?(?:(?P<key>\S+?): )?(?P<message>.*)", re.S)
+
+
+def config_problem(file: str, text: str) -> dict:
+    """One line of a ConfigError as fields: file, line (or None), key (or None), message."""
+    rest = text.removeprefix(file + ":").lstrip(" ") if text.startswith(file + ":") else None
+    found = _PROBLEM.fullmatch(rest) if rest is not None else None
+    if found is None:
+        return {"file": file, "line": None, "key": None, "message": text}
+    key = found["key"]
+    top = re.split(r"[.\[]", key, maxsplit=1)[0] if key else None
+    if key and top not in schema()["properties"]:  # a word of the message, not a key
+        key, message = None, f"{key}: {found['message']}"
+    else:
+        message = found["message"]
+    line = int(found["line"]) if found["line"] else None
+    return {"file": file, "line": line, "key": key, "message": message}
 
 
 def ca(
@@ -104,20 +129,21 @@ def ca(
     Example:\n
       bridge ca            # prints the export lines to paste into your shell
     """
-    from bridge_cli.cli.up import ensure_ca  # the one door from cli/ into proxy/
+    from bridge_cli.cli.up import ensure_ca, trust_bundle  # the one door from cli/ into proxy/
 
-    cert = ensure_ca(bridge_home())
-    lines = [f"export SSL_CERT_FILE={cert}", f"export REQUESTS_CA_BUNDLE={cert}",
-             f"export NODE_EXTRA_CA_CERTS={cert}"]
+    home = bridge_home()
+    cert = ensure_ca(home)
+    bundle = trust_bundle(home)  # SSL_CERT_FILE / REQUESTS_CA_BUNDLE replace the system's CAs
+    env = {"SSL_CERT_FILE": str(bundle), "REQUESTS_CA_BUNDLE": str(bundle),
+           "NODE_EXTRA_CA_CERTS": str(cert)}  # Node adds these to its own CAs: bridge's alone
     if json_:
-        print_json({"cert": str(cert), "env": {"SSL_CERT_FILE": str(cert),
-                                               "REQUESTS_CA_BUNDLE": str(cert),
-                                               "NODE_EXTRA_CA_CERTS": str(cert)}})
+        print_json({"cert": str(cert), "bundle": str(bundle), "env": env})
         return
     err_console.print(f"bridge's CA certificate: {cert}\n"
+                      f"with the system's CAs: {bundle}\n"
                       "Trust it in the shell that runs your app (HTTPS through the explicit proxy):")
-    for line in lines:
-        console.print(line, highlight=False, soft_wrap=True)
+    for name, value in env.items():
+        console.print(f"export {name}={value}", highlight=False, soft_wrap=True)
 
 
 def status(
@@ -125,8 +151,14 @@ def status(
 ) -> None:
     """Routes, listeners, upstreams and request counts of the running bridge.
 
+    Per route: requests; errors, the requests that ended in an error (a 5xx answer, the
+    upstream's or bridge's own, an error bridge answered itself such as an unreachable
+    upstream, a timeout or a budget refusal, or no whole answer); p50 and p99 latency in
+    ms over its last 512 requests. Per upstream: the requests whose last try went to it,
+    and its breaker.
+
     Example:\n
-      bridge status --json | jq '.routes[].requests'
+      bridge status --json | jq '.routes[].errors'
     """
     from bridge_cli.control.client import ControlClient
 
@@ -140,15 +172,32 @@ def status(
     for lst in data["listeners"]:
         table.add_row(lst["name"], lst["address"], lst["kind"])
     console.print(table)
-    routes = Table("route", "upstream", "url", "requests", "breaker", "errors", "p50 ms", box=None)
-    for r in data["routes"]:
-        p50 = r["latency_ms"]["p50"]
-        for i, u in enumerate(r["upstreams"]):
-            br = u.get("breaker")
-            breaker = "-" if br is None else (
-                f"{br['state']} ({br['failures']}/{br['calls']} failed)")
-            routes.add_row(r["name"] if i == 0 else "", u["name"], u["url"], str(u["requests"]),
-                           breaker, str(r["errors"]) if i == 0 else "",
-                           f"{p50:.1f}" if (p50 is not None and i == 0) else "")
-    console.print(routes)
+    console.print(_routes_table(data["routes"]))
+    console.print(_upstreams_table(data["routes"]))
     console.print(f"pass-through requests: {data['passthrough']['requests']}")
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _routes_table(routes: list[dict]) -> Table:
+    """One row per route: its own counts and latency."""
+    table = Table("route", "requests", "errors", "p50 ms", "p99 ms", box=None)
+    for r in routes:
+        table.add_row(r["name"], str(r["requests"]), str(r["errors"]),
+                      _ms(r["latency_ms"]["p50"]), _ms(r["latency_ms"]["p99"]))
+    return table
+
+
+def _upstreams_table(routes: list[dict]) -> Table:
+    """One row per upstream of each route: its URL, requests and breaker."""
+    table = Table("route", "upstream", "url", "requests", "breaker", box=None)
+    for r in routes:
+        for u in r["upstreams"]:
+            br = u.get("breaker")
+            breaker = "-" if br is None else f"{br['state']} ({br['failures']}/{br['calls']} failed" + (
+                f", {math.ceil(br['open_remaining_s'])}s left)" if br.get("open_remaining_s")
+                else ")")
+            table.add_row(r["name"], u["name"], u["url"], str(u["requests"]), breaker)
+    return table

@@ -99,12 +99,31 @@ def ls(namespace: NamespaceOpt = None, route: RouteOpt = None, cassette: Cassett
     if not rows:
         console.print("no stored responses match")
         return
-    table = Table("where", "method", "path", "status", "size", "age", "key", box=None)
+    table = Table("where", "request", "status", "size", "age", "key", box=None)
     for r in rows:
-        table.add_row(f"{r['kind']}:{escape(r['name'])}", r["method"] or "", escape(r["path"]),
+        table.add_row(f"{r['kind']}:{escape(r['name'])}", escape(_request(r)),
                       str(r["status"]), _size(r["bytes"]) + (" (stream)" if r["stream"] else ""),
                       f"{r['age_s']:.0f}s", r["key"][:12])
-    console.print(table)
+    console.print(table, highlight=False)
+
+
+PROMPT_WORDS, PROMPT_CHARS = 8, 48  # of the last user prompt, in a row of `cache ls`
+
+
+def _request(row: dict) -> str:
+    """What a row's request asked: an LLM call's model and the first words of its last
+    user prompt; otherwise method, path and query."""
+    call = f"{row['method'] or ''} {row['path']}".strip()
+    if not row.get("model"):
+        return call
+    if not row.get("prompt"):
+        return f"{row['model']}  {call}"
+    words = row["prompt"].split()
+    short = " ".join(words[:PROMPT_WORDS])
+    if len(short) > PROMPT_CHARS:
+        short = short[:PROMPT_CHARS - 1].rstrip()
+    cut = short != " ".join(words) or short.endswith("…")
+    return f"{row['model']}  \"{short.rstrip('…')}{'…' if cut else ''}\""
 
 
 @cache_app.command("clear")
@@ -143,6 +162,7 @@ def export(file: Annotated[Path, typer.Argument(help="Where to write (JSON lines
     """
     stores = _stores()
     if str(file) == "-":
+        sys.stdout.reconfigure(encoding="utf-8")  # the lines hold text bodies, in any script
         n = report.export_entries(stores, sys.stdout, cassette=cassette, namespace=namespace)
     else:
         tmp = file.with_name(file.name + ".tmp")

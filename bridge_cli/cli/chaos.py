@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -163,6 +164,21 @@ def clear(
         return
     removed = answer["removed"]
     console.print(f"removed {len(removed)} fault(s)" + (f": {', '.join(removed)}" if removed else ""))
+    for b in answer.get("breakers", []):
+        console.print(f"breaker {escape(b['route'])}/{escape(b['upstream'])} {_breaker_state(b)}",
+                      highlight=False)
+    if answer.get("breakers"):
+        err_console.print("a breaker recovers by itself, not with the faults: watch it in "
+                          "`bridge status`")
+
+
+def _breaker_state(b: dict) -> str:
+    """How long a breaker left open (by the faults, maybe) keeps failing requests fast."""
+    left = b.get("open_remaining_s")
+    if b["state"] == "open" and left:
+        return (f"is still open for {math.ceil(left)}s: bridge sends it nothing until then, "
+                "then trial calls close it")
+    return "is half-open: the next requests to it are trial calls that close it if they succeed"
 
 
 def _match(path: str | None, method: str | None, header: list[str] | None) -> dict:

@@ -74,12 +74,25 @@ def spend(
                       str(g["tokens"]), str(g["unpriced"]), str(g["estimated"]))
         console.print(t)
     if data.get("budgets"):
-        t = Table("budget", "spent $", "reserved $", "limit $", "used", "action", "resets", box=None)
-        for b in data["budgets"]:
-            used = "-" if b["used"] is None else f"{b['used']:.0%}"
-            t.add_row(escape(b["budget"]), b["spent_usd"], b["reserved_usd"], b["limit_usd"], used,
-                      b["action"], b["resets_at"] or b["period"])
-        console.print(t)
+        _print_budgets(data["budgets"])
+
+
+def _print_budgets(budgets: list[dict]) -> None:
+    """The budgets table, then why a budget refused a request this period."""
+    t = Table("budget", "spent $", "reserved $", "limit $", "used", "action", "resets", box=None)
+    for b in budgets:
+        used = "-" if b["used"] is None else f"{b['used']:.0%}"
+        t.add_row(escape(b["budget"]), b["spent_usd"], b["reserved_usd"], b["limit_usd"], used,
+                  b["action"], b["resets_at"] or b["period"])
+    console.print(t)
+    for b in budgets:
+        if b.get("refused_usd"):
+            console.print(
+                f"{escape(b['budget'])} refused a request this period: its worst case, "
+                f"${b['refused_usd']}, did not fit. A request without max_tokens reserves "
+                "spend.default_max_tokens (4096 unless set) output tokens: set max_tokens in "
+                "the request, or spend.default_max_tokens on the route, to what the app needs "
+                "and less is held.", soft_wrap=True)
 
 
 @spend_app.command("reset")

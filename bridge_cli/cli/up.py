@@ -6,8 +6,10 @@ import asyncio
 import dataclasses
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 import typer
 from rich.logging import RichHandler
@@ -17,7 +19,7 @@ from bridge_cli.cli.output import console, err_console
 from bridge_cli.cli.settings import parse_listen_option, resolve_config
 from bridge_cli.common.redact import redact_text, redact_url
 from bridge_cli.config.loader import unenforced_keys
-from bridge_cli.config.model import Config, Control, Proxy
+from bridge_cli.config.model import Config, Control, Proxy, Route
 from bridge_cli.control.view import BridgeView
 from bridge_cli.engine.cache import ReplayMode
 from bridge_cli.engine.events import BreakerEvent, BudgetEvent, FlowEvent, NoticeEvent
@@ -38,8 +40,13 @@ class _RedactFilter(logging.Filter):
 
 
 def setup_logging(verbose: bool) -> None:
-    handler = RichHandler(console=err_console, show_path=False, show_time=False,
-                          rich_tracebacks=False, markup=False)
+    handler: logging.Handler
+    if err_console.is_terminal:
+        handler = RichHandler(console=err_console, show_path=False, show_time=False,
+                              rich_tracebacks=False, markup=False)
+    else:  # RichHandler pads each line to the console's width, which off a terminal is huge
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)-8s %(message)s"))
     handler.addFilter(_RedactFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -141,7 +148,7 @@ async def _serve(cfg: Config, home: Path, path: Path | None, quiet: bool, watch:
     except BaseException:
         await bridge.stop()
         raise
-    _print_listeners(bridge.view(), home)
+    _print_listeners(bridge.view(), home, seed_given=seed is not None)
     loop = asyncio.get_running_loop()
     signals: list[int] = []
 
@@ -171,6 +178,13 @@ def _quiet_cancellations(loop: asyncio.AbstractEventLoop, context: dict) -> None
     loop.default_exception_handler(context)
 
 
+def trust_bundle(home: Path) -> Path:
+    """The system's CAs plus bridge's in one PEM file (`bridge ca`'s SSL_CERT_FILE)."""
+    from bridge_cli.proxy.runtime import Bridge
+
+    return Bridge.trust_bundle(home)
+
+
 async def _drain_then_stop(bridge, grace: float) -> None:
     left = await bridge.drain(grace)
     if left:
@@ -186,8 +200,33 @@ def ensure_ca(home: Path) -> Path:
     return Bridge.ensure_ca(home)
 
 
-def _print_listeners(view: BridgeView, home: Path) -> None:
-    """Where to point the app: one line per listener, the control URL and the chaos seed."""
+# What the official SDKs of a provider read, and the path their requests start with that
+# the base URL must carry: OpenAI's SDK posts to BASE/chat/completions, so its base ends
+# in /v1; Anthropic's posts to BASE/v1/messages, google-genai's to BASE/v1beta/models/...
+APP_SETTINGS = {"openai": ("OPENAI_BASE_URL", "/v1"), "anthropic": ("ANTHROPIC_BASE_URL", ""),
+                "google": ("GOOGLE_GEMINI_BASE_URL", "")}
+PROVIDER_HOSTS = {"api.openai.com": "openai", "api.anthropic.com": "anthropic",
+                  "generativelanguage.googleapis.com": "google"}
+
+
+def app_setting(route: Route, url: str) -> str | None:
+    """`OPENAI_BASE_URL=URL/v1` and the like: the setting to paste for a route whose provider
+    is known (its `spend.provider`, else an upstream's host); None when it is not."""
+    provider = route.spend.provider if route.spend and route.spend.provider else None
+    hosts = [urlsplit(u.url).hostname for u in route.upstreams]
+    provider = provider or next((PROVIDER_HOSTS[h] for h in hosts if h in PROVIDER_HOSTS), None)
+    if provider not in APP_SETTINGS:
+        return None
+    name, prefix = APP_SETTINGS[provider]
+    base_path = urlsplit(route.upstreams[0].url).path.rstrip("/")
+    if base_path and not (prefix and base_path.endswith(prefix)):
+        return None  # an upstream path bridge can't map to the SDK's own: don't guess
+    return f"{name}={url}{'' if base_path else prefix}"
+
+
+def _print_listeners(view: BridgeView, home: Path, seed_given: bool = False) -> None:
+    """Where to point the app: one line per listener, the control URL, and the chaos seed
+    when chaos can act (faults or a seed in the config, or --seed)."""
     config = view.config
     for lst in view.listeners():
         url = f"http://{lst.address}"
@@ -195,9 +234,15 @@ def _print_listeners(view: BridgeView, home: Path) -> None:
         if route is None:  # the explicit proxy
             console.print(f"  [bold]proxy[/bold]    {url}   set HTTPS_PROXY={url} "
                           "(HTTPS needs bridge's CA: run `bridge ca`)")
+            continue
+        ups = escape(", ".join(redact_url(u.url) for u in route.upstreams))
+        name = f"[bold]{escape(lst.name)}[/bold]" + " " * max(0, 8 - len(lst.name))
+        setting = app_setting(route, url)
+        if setting:  # paste-ready: the SDK's own variable, with the path it expects
+            console.print(f"  {name} {setting}   → {ups}")
         else:
-            ups = ", ".join(redact_url(u.url) for u in route.upstreams)
-            console.print(f"  [bold]{escape(lst.name)}[/bold]   {url}   base URL for the app → {escape(ups)}")
+            console.print(f"  {name} {url}   → {ups} (the app's base URL, in place of the "
+                          "upstream's)")
     for route in config.routes:
         if route.listen is None and route.match is not None:
             console.print(f"  [bold]{route.name}[/bold]   via the proxy: host "
@@ -205,8 +250,10 @@ def _print_listeners(view: BridgeView, home: Path) -> None:
     console.print(f"  [bold]control[/bold]  {view.control_url}   (bridge status)")
     console.print(f"  flow log {home / 'flows.jsonl'}")
     faults = len(view.faults())
-    console.print(f"  chaos seed {view.seed} (replay this run with --seed {view.seed})"
-                  + (f"; {faults} fault(s) from the config" if faults else ""))
+    chaos = config.chaos
+    if seed_given or faults or chaos.faults or chaos.seed is not None or chaos.allow_headers:
+        console.print(f"  chaos seed {view.seed} (replay this run with --seed {view.seed})"
+                      + (f"; {faults} fault(s) from the config" if faults else ""))
     console.file.flush()
 
 
@@ -240,11 +287,22 @@ def _make_printer(quiet: bool):
             tries += f" [cyan]{event.cache}[/cyan]"
         if event.faults:
             tries += f" [magenta]fault:{escape(','.join(event.faults))}[/magenta]"
-        if event.cost_usd and event.spend_status not in (None, "free", "saved"):
-            tries += f" ${event.cost_usd}"
+        tries += _cost_text(event)
         console.print(
             f"{event.method:6} {event.route or '-':14} {event.upstream or '-':16} "
             f"[{style}]{status}[/{style}] {event.duration_ms:7.1f}ms{tries}  {escape(event.url)}{extra}",
             highlight=False, soft_wrap=True)
 
     return on_event
+
+
+def _cost_text(event: FlowEvent) -> str:
+    """What the call cost, never a silent zero: `unpriced` when bridge couldn't price it
+    (the ledger keeps why; `bridge spend` counts it), `~$X (estimated)` for an estimate."""
+    if event.spend_status == "unpriced":
+        return " [yellow]unpriced[/yellow]"
+    if event.spend_status == "estimated":
+        return f" ~${event.cost_usd} (estimated)"
+    if event.spend_status in ("priced", "flat") and event.cost_usd is not None:
+        return f" ${event.cost_usd}"
+    return ""  # free (an error, a 4xx), saved by the cache, or a route that isn't priced

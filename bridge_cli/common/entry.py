@@ -6,20 +6,22 @@ import`) is either a well-formed answer bridge can serve as it is, or refused as
 Header names are tokens, values hold no control character (CR, LF, NUL: no header can be
 injected), the status is an HTTP status, numbers are finite, sizes are bounded. What a
 stored answer must not carry (hop-by-hop headers, a Content-Length that disagrees with the
-body, bridge's own headers) is dropped on the way in and out, never served.
+body, bridge's own headers) is dropped on the way in and out, never served. Bodies are
+base64 when stored; an export writes a UTF-8 body as text, and the reader takes both.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bridge_cli.common.redact import redact_headers
+from bridge_cli.common.redact import redact_headers, redact_text
 
 FORMAT = 1  # of a stored entry; bump on an incompatible change (old entries become misses)
 
@@ -35,6 +37,7 @@ MAX_EVENTS = 1_000_000  # events of one stored stream
 MAX_PARTS_DEPTH = 6  # nesting of the key parts (a query pair sits at depth 3)
 MAX_PARTS_ITEMS = 10_000  # values in the key parts, all levels together
 MAX_TEXT = 64 * 2**10  # characters of the route, and of one string in the key parts
+MAX_ABOUT = 200  # characters of the model and of the prompt's first words in `about`
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,256}"  # RFC 9110 5.6.2
 _TOKEN_RE = re.compile(_TOKEN)
@@ -63,10 +66,11 @@ class Entry:
     route: str
     events: list[tuple[float, bytes]] | None = None
     vary: list[str] | None = None  # set on a first-level record that points to second level
+    about: dict | None = None  # what the request asked (describe_request), for listings
 
     def to_json(self) -> dict:
         """The stored JSON form, tagged with FORMAT; bytes as base64."""
-        return {
+        doc = {
             "format": FORMAT,
             "status": self.status,
             "headers": [[k, v] for k, v in self.headers],
@@ -78,6 +82,24 @@ class Entry:
             [[round(t, 4), base64.b64encode(b).decode()] for t, b in self.events],
             "vary": self.vary,
         }
+        if self.about is not None:
+            doc["about"] = self.about
+        return doc
+
+    def to_export(self) -> dict:
+        """The form `bridge cache export` writes: to_json, but a body (and a stream's events)
+        that is UTF-8 text as `body_text` (`events_text`), so a cassette reads in a review;
+        decode_entry gives back the same bytes."""
+        out = {}
+        for k, v in self.to_json().items():
+            if k == "body" and (text := _utf8(self.body)) is not None:
+                k, v = "body_text", text
+            elif k == "events" and self.events and None not in (
+                    texts := [_utf8(b) for _, b in self.events]):
+                k, v = "events_text", [[round(t, 4), x]
+                                       for (t, _), x in zip(self.events, texts, strict=True)]
+            out[k] = v
+        return out
 
     @property
     def size(self) -> int:
@@ -99,12 +121,21 @@ def storable_headers(headers: Iterable[tuple[str, str]], body: bytes) -> list[tu
     return kept + [length] if length else kept
 
 
+def _utf8(data: bytes) -> str | None:
+    """`data` as text when it is valid UTF-8 (it then encodes back to the same bytes)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 def make_entry(status: int, headers: Iterable[tuple[str, str]], body: bytes, now: float,
-               parts: dict, route: str, events: list[tuple[float, bytes]] | None = None) -> Entry:
+               parts: dict, route: str, events: list[tuple[float, bytes]] | None = None,
+               about: dict | None = None) -> Entry:
     """An entry of what the upstream answered, without per-response and bridge headers, and
     with the value of every credential-named header redacted (cassettes are committed)."""
     kept = redact_headers(storable_headers(headers, body))
-    return Entry(status, kept, body, now, parts, route, events)
+    return Entry(status, kept, body, now, parts, route, events, about=about)
 
 
 def vary_record(names: list[str], now: float, parts: dict, route: str) -> Entry:
@@ -128,12 +159,15 @@ def decode_entry(obj: Any) -> Entry:
         raise EntryError("an entry is a JSON object")
     if type(obj.get("format")) is not int or obj["format"] != FORMAT:
         raise EntryError(f"not an entry of format {FORMAT}")
-    for name in ("status", "headers", "body", "stored_at", "parts", "route"):
+    for name in ("status", "headers", "stored_at", "parts", "route"):
         if name not in obj:
             raise EntryError(f"no {name!r}")
     vary = _vary(obj.get("vary"))
-    body = _base64(obj["body"], "body", MAX_BODY)
-    events = _events(obj.get("events"))
+    body = _body(obj)
+    if "events_text" in obj and obj.get("events") is not None:
+        raise EntryError("both 'events' and 'events_text'")
+    events = (_events(obj.get("events"), _base64) if "events_text" not in obj
+              else _events(obj["events_text"], _text_bytes))
     return Entry(
         status=_status(obj["status"], vary is not None),
         headers=storable_headers(_headers(obj["headers"]), body),
@@ -143,6 +177,7 @@ def decode_entry(obj: Any) -> Entry:
         route=_text(obj["route"], "route"),
         events=events,
         vary=vary,
+        about=_about(obj.get("about")),
     )
 
 
@@ -178,6 +213,28 @@ def _base64(value: Any, what: str, limit: int) -> bytes:
         raise EntryError(f"{what} is not valid base64") from None
 
 
+def _text_bytes(value: Any, what: str, limit: int) -> bytes:
+    """The UTF-8 bytes of an exported text body (`body_text`, an event of `events_text`)."""
+    if not isinstance(value, str) or len(value) > limit:
+        raise EntryError(f"{what} is not text of at most {limit} bytes")
+    try:
+        data = value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (\ud800): no bytes would give this text
+        raise EntryError(f"{what} is not valid Unicode text") from None
+    if len(data) > limit:
+        raise EntryError(f"{what} is not text of at most {limit} bytes")
+    return data
+
+
+def _body(obj: dict) -> bytes:
+    """The body: base64 `body` (stored, binary), or `body_text` (exported text); one of them."""
+    if ("body" in obj) == ("body_text" in obj):
+        raise EntryError("no 'body'" if "body" not in obj else "both 'body' and 'body_text'")
+    if "body" in obj:
+        return _base64(obj["body"], "body", MAX_BODY)
+    return _text_bytes(obj["body_text"], "body_text", MAX_BODY)
+
+
 def _headers(value: Any) -> list[tuple[str, str]]:
     if not isinstance(value, list) or len(value) > MAX_HEADERS:
         raise EntryError(f"headers is not a list of at most {MAX_HEADERS} [name, value] pairs")
@@ -200,16 +257,18 @@ def _headers(value: Any) -> list[tuple[str, str]]:
     return pairs
 
 
-def _events(value: Any) -> list[tuple[float, bytes]] | None:
+def _events(value: Any, decode) -> list[tuple[float, bytes]] | None:
+    """A stream's events: [offset, base64] pairs (`decode`: _base64), or [offset, text]
+    pairs of an export's `events_text` (`decode`: _text_bytes)."""
     if value is None:
         return None
     if not isinstance(value, list) or len(value) > MAX_EVENTS:
-        raise EntryError(f"events is not a list of at most {MAX_EVENTS} [offset, base64]")
+        raise EntryError(f"events is not a list of at most {MAX_EVENTS} [offset, data]")
     out, size = [], 0
     for ev in value:
         if not (isinstance(ev, list) and len(ev) == 2):
-            raise EntryError("an event is not an [offset, base64] pair")
-        data = _base64(ev[1], "an event", MAX_BODY)
+            raise EntryError("an event is not an [offset, data] pair")
+        data = decode(ev[1], "an event", MAX_BODY)
         size += len(data)
         out.append((_number(ev[0], "an event's offset"), data))
     if size > MAX_BODY:
@@ -265,3 +324,70 @@ def _check_json(value: Any, depth: int, budget: list[int]) -> None:
             _check_json(v, depth - 1, budget)
     elif value is not None and not isinstance(value, int | bool):
         raise EntryError("a part is not JSON")
+
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _about(value: Any) -> dict | None:
+    if value is None:
+        return None
+    if not (isinstance(value, dict) and set(value) <= {"model", "prompt"} and all(
+            isinstance(v, str) and len(v) <= MAX_ABOUT and not _CONTROL_RE.search(v)
+            for v in value.values())):
+        raise EntryError("about is not an object of 'model' and 'prompt', one line of at "
+                         f"most {MAX_ABOUT} characters each")
+    return dict(value)
+
+
+# --- what a request asked, for listings ----------------------------------------------------
+
+_LLM_INPUTS = ("messages", "input", "contents")  # chat/Anthropic, Responses/embeddings, Gemini
+_PATH_MODEL_RE = re.compile(r"/models/([^/:?]+)")  # Gemini names the model in the path
+MAX_DESCRIBED = 2**20  # bytes of a request body parsed to describe it (on the event loop)
+
+
+def describe_request(body: bytes, path: str = "") -> dict | None:
+    """What an LLM request asks: {"model", "prompt": the first words of its last user
+    prompt, one line, API keys hidden}; None for a request that is not one."""
+    if len(body) > MAX_DESCRIBED or body.lstrip()[:1] != b"{":
+        return None
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    model = doc.get("model")
+    if not isinstance(model, str):
+        found = _PATH_MODEL_RE.search(path)
+        model = found.group(1) if found else None
+    inputs = next((doc[k] for k in _LLM_INPUTS if k in doc), None)
+    if not model or inputs is None:
+        return None
+    about = {"model": _one_line(model)}
+    prompt = _one_line(_last_user_text(inputs))
+    return about | ({"prompt": prompt} if prompt else {})
+
+
+def _last_user_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    for item in reversed(value) if isinstance(value, list) else ():
+        if isinstance(item, str):  # embeddings' list of inputs
+            return item
+        if isinstance(item, dict) and item.get("role", "user") == "user":
+            content = item.get("content", item.get("parts"))
+            if isinstance(content, str):
+                return content
+            texts = [p["text"] for p in content if isinstance(p, dict)
+                     and isinstance(p.get("text"), str)] if isinstance(content, list) else []
+            if texts:
+                return " ".join(texts)
+    return ""
+
+
+def _one_line(text: str) -> str:
+    """`text` on one line, credentials redacted, at most MAX_ABOUT characters."""
+    text = redact_text(" ".join(_CONTROL_RE.sub(" ", text[:4 * MAX_ABOUT]).split()))
+    return text if len(text) <= MAX_ABOUT else text[:MAX_ABOUT - 1] + "…"

@@ -37,6 +37,12 @@ control:
 routes: []
 """
 
+# Until `bridge migrate` exists, what to do with a version 1 file, by hand.
+V1_HOW = (
+    "set `version: 2` and write each connector as a route under `routes:`, its providers "
+    "as `upstreams:` (`bridge init --list` shows ready routes; docs/config.md has every key)"
+)
+
 
 @functools.cache
 def schema() -> dict:
@@ -133,10 +139,8 @@ def _load(text: str, source: str, base_dir: Path | None) -> tuple[dict, Config]:
             f"the top, got {_show(data)}"
         )
     if "version" not in data and "connectors" in data:
-        raise ConfigError(
-            f"{source}:1: this is a version 1 config (ApiBridge's "
-            f"connectors.yaml): upgrade it with `bridge migrate {source}`"
-        )
+        raise ConfigError(f"{source}:1: this is a version 1 config (ApiBridge's "
+                          f"connectors.yaml), which bridge can't convert yet: {V1_HOW}")
     lines = [
         _line(doc, *problem)
         for error in _validator().iter_errors(data)
@@ -179,6 +183,9 @@ def _schema_problems(error: ValidationError) -> list[tuple[ConfigPath, ConfigPat
         return [
             (path, path, f"key '{instance}' is not allowed here: expected {_expected(schema_)}")
         ]
+    if path == ("version",) and instance == 1:
+        return [(path, path, "expected 2, got 1: version 1 is ApiBridge's connectors.yaml, "
+                             f"which bridge can't convert yet; {V1_HOW}")]
     if isinstance(schema_, dict) and "x-message" in schema_:
         return [(path, path, schema_["x-message"].format(got=_show(instance)))]
     if kind == "minItems":

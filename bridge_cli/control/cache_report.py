@@ -14,12 +14,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import IO
 
-from bridge_cli.common.entry import FORMAT, parse_entry
+from bridge_cli.common.entry import FORMAT, MAX_ABOUT, Entry, parse_entry
 from bridge_cli.errors import StoreError, UsageError
 from bridge_cli.store.responses import EntryStore, ResponseStores
 
 log = logging.getLogger("bridge.cache")
-EXPORT_FORMAT = 1  # of `bridge cache export` files
+# Of `bridge cache export` files. A text body is written as `body_text`, a binary one as
+# base64 `body` (what every earlier export holds); the reader takes both.
+EXPORT_FORMAT = 1
 _ROUTE = re.compile(r"[a-z0-9][a-z0-9_-]*")  # a route name, as schemas/bridge.v2.json has it
 
 
@@ -91,13 +93,59 @@ def cache_list(stores: ResponseStores, *, namespace: str | None = None, route: s
             if route is not None and s.get("route") != route:
                 continue
             query = "&".join(f"{k}={v}" for k, v in parts.get("query", []))
+            about = _about(es, key, s)
             rows.append({
                 "kind": kind, "name": name, "key": key, "route": s.get("route"),
                 "method": parts.get("method"), "path": parts.get("path", "") + (f"?{query}" if query else ""),
+                "model": about.get("model"), "prompt": about.get("prompt"),
                 "status": s.get("status"), "bytes": s.get("size"), "stream": s.get("stream", False),
                 "age_s": round(now - float(s.get("stored_at", now)), 1),
             })
     return sorted(rows, key=lambda r: r["age_s"])
+
+
+DESCRIBE_LIMIT = 2**20  # bytes: a larger answer stored without `about` is not read for one
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def _about(es: EntryStore, key: str, summary: dict) -> dict:
+    """What the request asked ({"model", "prompt"}, either may be missing): as recorded
+    when the entry was written; otherwise (written before bridge recorded it, or not an
+    LLM request's shape) the model a POST's (small enough) answer names."""
+    if summary.get("about"):
+        return summary["about"]
+    if summary.get("parts", {}).get("method") != "POST" or not summary.get("status") or \
+            int(summary.get("size") or 0) > DESCRIBE_LIMIT:
+        return {}
+    try:  # peek, not es.get: listing is not a use, it must not delay eviction
+        entry = parse_entry(es.store.peek(f"entry:{key}"))
+    except StoreError:
+        return {}
+    if entry is None:
+        return {}
+    if entry.about is not None:
+        return entry.about
+    model = _answer_model(entry)
+    return {"model": " ".join(_CONTROL.sub(" ", model).split())[:MAX_ABOUT]} if model else {}
+
+
+def _answer_model(entry: Entry) -> str | None:
+    """The model an LLM's answer names: its JSON `model` (Gemini: `modelVersion`), or for a
+    stream the first event that names one (Anthropic's and the Responses API's one level down)."""
+    docs = [entry.body] if entry.events is None else [
+        line[5:] for line in entry.body.splitlines()[:40] if line.startswith(b"data:")]
+    for raw in docs:
+        try:
+            doc = json.loads(raw)
+        except (ValueError, RecursionError):
+            continue
+        if not isinstance(doc, dict):
+            continue
+        for d in (doc, *(v for v in doc.values() if isinstance(v, dict))):
+            model = d.get("model", d.get("modelVersion"))
+            if isinstance(model, str) and model:
+                return model
+    return None
 
 
 def cache_clear(stores: ResponseStores, *, namespace: str | None = None, route: str | None = None,
@@ -146,7 +194,7 @@ def export_entries(stores: ResponseStores, out: IO[str], *, cassette: str | None
             if entry is None:
                 continue
             out.write(json.dumps({"kind": kind, "name": name, "key": key,
-                                  "entry": entry.to_json()}) + "\n")
+                                  "entry": entry.to_export()}, ensure_ascii=False) + "\n")
             n += 1
     return n
 

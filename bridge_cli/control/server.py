@@ -180,10 +180,20 @@ class ControlServer:
         if not self.view.remove_fault(name):
             known = ", ".join(f["name"] for f in self.view.faults()) or "none"
             return _error(404, "not_found", f"no active fault is named '{name}' (active: {known})")
-        return web.json_response({"removed": [name]})
+        return web.json_response({"removed": [name], "breakers": self._unclosed_breakers()})
 
     async def _clear_faults(self, request: web.Request) -> web.Response:
-        return web.json_response({"removed": self.view.clear_faults()})
+        removed = self.view.clear_faults()
+        return web.json_response({"removed": removed, "breakers": self._unclosed_breakers()})
+
+    def _unclosed_breakers(self) -> list[dict]:
+        """Breakers not closed: removing a fault does not close the breakers it opened, they
+        recover on their own (`open_for`, then trial calls), so the answer says which."""
+        return [{"route": route.name, "upstream": upstream, "state": b["state"],
+                 "open_remaining_s": b["open_remaining_s"]}
+                for route in self.view.config.routes
+                for upstream, b in self.view.breakers(route.name).items()
+                if b["state"] != "closed"]
 
 
 async def _json_body(request: web.Request) -> object:
@@ -232,12 +242,16 @@ def _http_error(request: web.Request, e: web.HTTPException) -> web.Response:
 
 
 def _fresh_name(raw: dict, taken) -> str:
-    """A readable unique name for a fault injected without one: route-action-N."""
+    """A readable unique name for a fault injected without one: route-action-N, where a
+    preset that starts with the route's name says it once (openai-429-1, not
+    openai-openai-429-1)."""
     action = next((str(raw[k]) if k in ("status", "preset") else k for k in
                    ("preset", "status", "latency", "reset", "hang", "throttle", "truncate",
                     "corrupt", "sse_cut_after", "sse_delay", "slow_first_byte") if k in raw),
                   "fault")
-    base = f"{raw.get('route', 'all')}-{action}".replace("*", "all").replace("_", "-").lower()
+    route = str(raw.get("route", "all")).replace("*", "all")
+    base = action if action.startswith(f"{route}-") else f"{route}-{action}"
+    base = base.replace("_", "-").lower()
     n = 1
     while f"{base}-{n}" in taken:
         n += 1

@@ -80,19 +80,33 @@ def spend_report(store: Store, config: Config | None, *, since: str | None = Non
 
 
 def budgets_report(store: Store, config: Config, now: float) -> list[dict]:
+    """Each budget's window: spent (with what the ledger recorded before the budget held
+    anything, which it counts from its first request on), reserved, and the last worst
+    case it refused with the settings that lower it."""
     budgets = Budgets(store, lambda: now)
+    read: dict[str, list[dict]] = {}
+
+    def rows(day: str) -> list[dict]:
+        if day not in read:
+            read[day] = Ledger(store).rows(day)
+        return read[day]
+
     out = []
     scoped = [(f"route:{r.name}", r.budget) for r in config.routes if r.budget is not None]
     if config.budget is not None:
         scoped.append(("global", config.budget))
     for scope, b in scoped:
-        committed, spent = budgets.committed(scope, b), budgets.spent(scope, b)
+        before = sum(n for _, n in budgets.unseeded(scope, b, rows))
+        committed = budgets.committed(scope, b) + before
+        spent = budgets.spent(scope, b) + before
+        refused = budgets.last_refused(scope, b)
         w = window_of(b, now)
         out.append({"budget": scope, "limit_usd": usd(b.limit_usd), "spent_usd": usd(spent),
                     "reserved_usd": usd(max(0, committed - spent)), "action": b.action,
                     "period": b.period or f"rolling {b.rolling:g}s",
                     "resets_at": w.resets_at.isoformat() if w.resets_at else None,
-                    "used": round(committed / b.limit_usd, 4) if b.limit_usd else None})
+                    "used": round(committed / b.limit_usd, 4) if b.limit_usd else None,
+                    "refused_usd": None if refused is None else usd(refused)})
     return out
 
 

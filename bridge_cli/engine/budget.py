@@ -6,12 +6,18 @@ Per budget scope ("route:openai", "global") and period, the store holds two inte
 and `spent` (settled costs only, for reports). Calendar periods are in local time; a
 rolling window is kept in hour buckets, the current one reserved against the limit less
 what the earlier buckets of the window hold.
+
+A budget also counts what the ledger recorded in its window before it held anything there
+(calls made before the budget was configured): `Budgets.seed` adds those rows, once per
+bucket, when the bucket's counter does not exist yet. Rows name the budget scopes that
+held money for them (`budgets`), so a call is never counted twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -68,6 +74,62 @@ def window_of(budget: Budget, now_wall: float) -> Window:
     return Window(pid, nxt.astimezone())
 
 
+def window_spans(budget: Budget, now_wall: float) -> list[tuple[str, float, float]]:
+    """(bucket, start, end) in epoch seconds of every bucket of the window holding now."""
+    w = window_of(budget, now_wall)
+    if budget.rolling:
+        size = 60.0 if budget.rolling <= 2 * HOUR else HOUR
+        return [(b, int(b[1:]) * size, int(b[1:]) * size + size) for b in (w.bucket, *w.earlier)]
+    now = dt.datetime.fromtimestamp(now_wall)
+    start = _period_start(budget.period or "day", now).replace(fold=now.fold)
+    return [(w.bucket, start.timestamp(), w.resets_at.timestamp())]
+
+
+def _period_start(period: str, now: dt.datetime) -> dt.datetime:
+    """The naive local start of the calendar period holding `now`."""
+    if period == "hour":
+        return now.replace(minute=0, second=0, microsecond=0)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "week":
+        return day - dt.timedelta(days=day.weekday())
+    return day.replace(day=1) if period == "month" else day
+
+
+def recorded_in(rows: list[dict], scope: str, start: float, end: float) -> int:
+    """Micro-dollars the ledger `rows` record for `scope` ("route:NAME" or "global") from
+    start to end (epoch seconds) that no budget of that scope held: calls it never saw."""
+    route = scope.split(":", 1)[1] if scope.startswith("route:") else None
+    total = 0
+    for r in rows:
+        ts, cost = r.get("ts"), r.get("cost_micros")
+        if (type(ts) in (int, float) and start <= ts < end and type(cost) is int and cost > 0
+                and (route is None or r.get("route") == route)
+                and scope not in (r.get("budgets") or ())):
+            total += cost
+    return total
+
+
+@dataclass(frozen=True)
+class Worst:
+    """A request's worst case and what it is made of, for a refusal to explain."""
+
+    amount: int  # micro-dollars
+    output_tokens: int | None = None  # None: a flat price
+    limit_field: str | None = None  # the request's output limit field; None: the default
+    dearest: bool = False  # an unknown model, priced at the provider's dearest prices
+
+    def why(self) -> str:
+        """What the amount is made of and the setting that lowers it (for a 402)."""
+        if self.output_tokens is None:
+            return " (the route's per_request_usd)"
+        limit = (f"its {self.limit_field}" if self.limit_field
+                 else "no max_tokens in the request, so spend.default_max_tokens")
+        price = "the provider's dearest price" if self.dearest else "the model's price"
+        return (f" for its worst case ({self.output_tokens} output tokens: {limit}, at "
+                f"{price}); set max_tokens in the request or spend.default_max_tokens on the "
+                f"route to what the app needs and less is held")
+
+
 @dataclass(frozen=True)
 class Reservation:
     """Money held for one request in flight, against one or more budgets."""
@@ -86,15 +148,15 @@ class Refusal:
     resets_at: dt.datetime | None
     action: str
 
-    def message(self, amount: int) -> str:
-        """The one-line reason a client gets with its 402 (`amount`: its worst case)."""
+    def message(self, amount: int, why: str = "") -> str:
+        """The one-line reason a client gets with its 402 (`amount`: its worst case, `why`:
+        what that worst case is made of and the setting that lowers it)."""
         when = (f"; it resets at {self.resets_at.isoformat(timespec='minutes')}"
                 if self.resets_at else " (a rolling window: it frees up as older calls age out)")
         name = ("the global budget" if self.scope == "global"
                 else f"the budget of {self.scope.replace(':', ' ')}")
         return (f"{name} would be passed: {usd_short(self.committed)} spent or reserved of "
-                f"{usd_short(self.limit)}, and this request may cost up to "
-                f"{usd_short(amount)}{when}")
+                f"{usd_short(self.limit)}, and this request reserves ${usd(amount)}{why}{when}")
 
     def detail(self) -> dict:
         """The machine-readable part of the 402 error body."""
@@ -126,6 +188,34 @@ class Budgets:
         w = window_of(budget, self.wall())
         # get_int, not get: a store that can't answer must not read as nothing spent.
         return sum(self.store.get_int(self._key(kind, scope, b)) for b in (w.bucket, *w.earlier))
+
+    def unseeded(self, scope: str, budget: Budget, rows: Callable[[str], list[dict]]
+                 ) -> list[tuple[str, int]]:
+        """(bucket, micro-dollars) of what the ledger recorded in the buckets of the current
+        window that hold no counter yet; `rows(day)` reads the ledger from a local day on."""
+        spans = [s for s in window_spans(budget, self.wall()) if not self._exists(
+            self._key("committed", scope, s[0]))]
+        if not spans:
+            return []
+        got = rows(time.strftime("%Y-%m-%d", time.localtime(min(s[1] for s in spans))))
+        return [(b, n) for b, start, end in spans if (n := recorded_in(got, scope, start, end))]
+
+    def seed(self, scope: str, found: list[tuple[str, int]]) -> int:
+        """Count `found` (unseeded's answer) in the buckets that still hold no counter (run
+        it in one store batch, so two bridges never both count it); micro-dollars added."""
+        added = 0
+        for bucket, amount in found:
+            committed = self._key("committed", scope, bucket)
+            if not self._exists(committed):
+                self.store.incr(committed, amount)
+                self.store.incr(self._key("spent", scope, bucket), amount)
+                added += amount
+        return added
+
+    def _exists(self, key: str) -> bool:
+        # scan, not get: a busy store raises instead of reading as "no counter", which
+        # would count the same calls again.
+        return key in self.store.scan(key)
 
     def reserve(self, budgets: list[tuple[str, Budget]], amount: int
                 ) -> tuple[Reservation, Refusal | None]:
@@ -161,12 +251,24 @@ class Budgets:
             if budget.action == "block":
                 for s, b in held:
                     self.store.release(self._key("committed", s, b), amount)
+                self._note_refusal(scope, w.bucket, amount)
                 return Reservation(0, ()), refusal
             # warn: count it anyway, so reports and alerts see the overspend
             self.store.incr(key, amount)
             held.append((scope, w.bucket))
             warned = warned or refusal
         return Reservation(amount, tuple(held)), warned
+
+    def _note_refusal(self, scope: str, bucket: str, amount: int) -> None:
+        """Keep the last worst case this budget refused, for `bridge spend` to explain."""
+        key = self._key("refused", scope, bucket)
+        if self.store.peek(key) != amount:  # a storm of refusals writes once
+            self.store.set(key, amount)
+
+    def last_refused(self, scope: str, budget: Budget) -> int | None:
+        """The worst case (micro-dollars) this budget last refused in its current bucket."""
+        got = self.store.peek(self._key("refused", scope, window_of(budget, self.wall()).bucket))
+        return got if type(got) is int else None
 
     def committed_keys(self, reservation: Reservation) -> list[str]:
         """The store keys a reservation holds money in."""
@@ -208,7 +310,7 @@ class Budgets:
 
     def reset(self, scope: str) -> int:
         """Forget every period of a scope; how many keys went."""
-        keys = [k for kind in ("committed", "spent", "alerted")
+        keys = [k for kind in ("committed", "spent", "alerted", "refused")
                 for k in self.store.scan(make_key("budget", kind, scope) + ":")]
         for k in keys:
             self.store.delete(k)

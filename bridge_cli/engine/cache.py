@@ -195,10 +195,80 @@ def is_fresh(entry: Entry, ttl: float, now: float) -> bool:
 
 # --- why an offline request missed -------------------------------------------------------------
 
+MAX_FIELDS = 300  # JSON leaves of a request body a recording keeps, to explain a miss
+MAX_FIELD_TEXT = 120  # characters kept of one leaf's JSON text (then a hash of the rest)
+MAX_SHOWN = 10  # body differences an offline miss lists
+SHOWN_TEXT = 60  # characters shown of one value
+MORE = "…"  # the key marking a body whose leaves were cut at MAX_FIELDS
+
+
+def body_fields(body: bytes, ignore_fields: Iterable[str] = ()) -> dict[str, str] | None:
+    """A JSON body's leaves, `messages[0].content` -> JSON text (long values cut, a secret-named
+    field hashed, key shapes hidden), kept with a recording; None when the body isn't JSON."""
+    if body.lstrip()[:1] not in (b"{", b"["):
+        return None
+    try:
+        doc = json.loads(body)
+    except ValueError:
+        return None
+    for f in ignore_fields:
+        _drop_field(doc, f.split("."))
+    out: dict[str, str] = {}
+    _leaves(doc, "", "", out)
+    return out
+
+
+def _leaves(value: Any, path: str, name: str, out: dict[str, str]) -> None:
+    if len(out) >= MAX_FIELDS:
+        out[MORE] = "more fields not kept"
+        return
+    if isinstance(value, dict) and value:
+        for k, v in value.items():
+            step = f".{k}" if k.isidentifier() else f"[{json.dumps(k)}]"
+            _leaves(v, (path + step).lstrip("."), k, out)
+    elif isinstance(value, list) and value:
+        for i, v in enumerate(value):
+            _leaves(v, f"{path}[{i}]", name, out)
+    elif isinstance(value, str) and name and (is_secret_param(name) or is_secret_header(name)):
+        out[path] = json.dumps(f"[redacted:{_secret(value)}]")
+    else:
+        text = replace_key_shapes(json.dumps(value, ensure_ascii=False), lambda k: "[credential]")
+        if len(text) > MAX_FIELD_TEXT:  # the hash tells two long values with one start apart
+            text = text[:MAX_FIELD_TEXT - 20] + f"…#{fingerprint(text, 8)}"
+        out[path or "(body)"] = text
+
+
+def body_changes(wanted: Mapping[str, str], have: Mapping[str, str]) -> list[dict[str, str]]:
+    """Where a recorded body's leaves differ from the wanted ones: {path, recorded, request},
+    JSON texts ("(none)" where a side has no such field), in the wanted body's order."""
+    cut = MORE in wanted or MORE in have
+    out = []
+    for path in [*wanted, *(p for p in have if p not in wanted)]:
+        a, b = wanted.get(path), have.get(path)
+        if path == MORE or a == b or (cut and (a is None or b is None)):
+            continue
+        out.append({"path": path, "recorded": b or "(none)", "request": a or "(none)"})
+    return out
+
+
+def describe_changes(changes: list[dict[str, str]]) -> str:
+    """`messages[1].content: "Hello!" → "Something new"; …`, at most MAX_SHOWN of them."""
+    shown = [f"{c['path']}: {_shown(c['recorded'])} → {_shown(c['request'])}"
+             for c in changes[:MAX_SHOWN]]
+    more = len(changes) - MAX_SHOWN
+    return "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+
+
+def _shown(text: str) -> str:
+    if len(text) <= SHOWN_TEXT:
+        return text
+    return text[:SHOWN_TEXT - 16] + "…" + text[-15:]  # the end: where a cut value's hash is
+
+
 def differences(wanted: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]:
     """The key parts in which a recorded request differs from the wanted one, in words."""
     out = []
-    for k in sorted(set(wanted) | set(have)):
+    for k in sorted((set(wanted) | set(have)) - {"body_fields"}):
         a, b = wanted.get(k), have.get(k)
         if a == b:
             continue
@@ -213,14 +283,27 @@ def differences(wanted: Mapping[str, Any], have: Mapping[str, Any]) -> list[str]
     return out
 
 
-def closest(wanted: Mapping[str, Any], candidates: Iterable[Mapping[str, Any]]):
-    """(parts, differences) of the recorded request nearest to `wanted`, or (None, [])."""
+def closest(wanted: Mapping[str, Any], candidates: Iterable[Mapping[str, Any]],
+            fields: Mapping[str, str] | None = None):
+    """(parts, differences) of the recorded request nearest to `wanted`, or (None, []);
+    `fields`: the wanted body's leaves (body_fields), to prefer the nearest body."""
     best, best_diff = None, []
     for parts in candidates:
         if parts.get("namespace") != wanted.get("namespace"):
             continue
         diff = differences(wanted, parts)
-        score = len(diff) + (2 if parts.get("path") != wanted.get("path") else 0)
+        # A different path counts more; among equals, the body with fewer changed fields.
+        score = (len(diff) + (2 if parts.get("path") != wanted.get("path") else 0),
+                 len(changed_fields(fields, parts)) if "body differs" in diff else 0)
         if best is None or score < best[0]:
             best, best_diff = (score, parts), diff
     return (best[1], best_diff) if best else (None, [])
+
+
+def changed_fields(fields: Mapping[str, str] | None, recorded: Mapping[str, Any]) -> list[dict]:
+    """body_changes between the wanted body's leaves and a recording's (its parts), or []
+    when either is unknown (not JSON, recorded before bodies were kept)."""
+    have = recorded.get("body_fields")
+    if fields is None or not isinstance(have, dict):
+        return []
+    return body_changes(fields, have)

@@ -9,12 +9,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from bridge_cli.common.entry import Entry, make_entry, vary_record
+from bridge_cli.common.entry import Entry, describe_request, make_entry, vary_record
 from bridge_cli.config.model import Cache
 from bridge_cli.engine.cache import (
+    MAX_SHOWN,
     ReplayMode,
     RequestView,
+    body_fields,
+    changed_fields,
     closest,
+    describe_changes,
     is_fresh,
     key_of,
     key_parts,
@@ -109,7 +113,7 @@ def same_variant(shared: Entry, leader: Mapping[str, str], mine: Mapping[str, st
 def recorded_hit(entry: Entry, plan: CachePlan) -> Write:
     """`--record` keeps cache hits too: the hit, under the recording's key."""
     recorded = make_entry(entry.status, entry.headers, entry.body, entry.stored_at,
-                          plan.record_parts, entry.route, entry.events)
+                          recording_parts(plan), entry.route, entry.events, entry.about)
     return Write(CASSETTE, plan.record_key, recorded, None)
 
 
@@ -118,7 +122,8 @@ def response_writes(plan: CachePlan, route: str, status: int, headers: list[tupl
                     now: float) -> tuple[Entry, list[Write]]:
     """The entry a complete answer makes (shared with coalesced followers) and the writes
     that keep it: the cache's (one or two levels) when storable, and the recording's."""
-    entry = make_entry(status, headers, body, now, plan.cache_parts or {}, route, events)
+    about = describe_request(plan.view.body, plan.view.path)  # for `bridge cache ls`
+    entry = make_entry(status, headers, body, now, plan.cache_parts or {}, route, events, about)
     writes = []
     lower = {k.lower(): v for k, v in headers}
     if plan.cache_key and response_storable(status, lower, plan.cache):
@@ -132,7 +137,8 @@ def response_writes(plan: CachePlan, route: str, status: int, headers: list[tupl
         elif not vary:
             writes.append(Write(CACHE, plan.cache_key, entry, ttl))
     if plan.record_key:
-        recorded = make_entry(status, headers, body, now, plan.record_parts, route, events)
+        recorded = make_entry(status, headers, body, now, recording_parts(plan), route, events,
+                              about)
         writes.append(Write(CASSETTE, plan.record_key, recorded, None))
     return entry, writes
 
@@ -140,20 +146,39 @@ def response_writes(plan: CachePlan, route: str, status: int, headers: list[tupl
 def offline_miss(plan: CachePlan, recorded: Iterable[Mapping], cassette: str,
                  route: str) -> Reply:
     """bridge's 504 for a request with no recording, naming the closest one and how it
-    differs (credentials never shown)."""
+    differs: the body by JSON path and both values (credentials never shown)."""
     wanted = plan.record_parts
-    near, diff = closest(wanted, recorded)
+    fields = _fields(plan)
+    near, diff = closest(wanted, recorded, fields)
     detail = {"key": {k: v for k, v in wanted.items() if k != "credentials"},
               "cassette": cassette}
     if near is not None:
-        detail["closest"] = {k: v for k, v in near.items() if k != "credentials"}
+        detail["closest"] = {k: v for k, v in near.items()
+                             if k not in ("credentials", "body_fields")}
         detail["differences"] = diff
-        why = "; the closest recording differs: " + "; ".join(diff)
+        changes = changed_fields(fields, near)
+        if changes:
+            detail["body_changes"] = changes[:MAX_SHOWN]
+        words = ["body differs (recorded → this request): " + describe_changes(changes)
+                 if d == "body differs" and changes else d for d in diff]
+        why = "; the closest recording differs: " + "; ".join(words)
     else:
         why = f"; cassette '{cassette}' has nothing for route '{route}'"
     return error_reply("offline_miss",
                        f"offline: no recording of {wanted['method']} {wanted['path']}{why}",
                        extra=detail)
+
+
+def _fields(plan: CachePlan) -> dict[str, str] | None:
+    """The request body's leaves as a recording keeps them (see recording_parts)."""
+    return body_fields(plan.view.body, (plan.cache or RECORD_ALL).ignore_body_fields)
+
+
+def recording_parts(plan: CachePlan) -> dict:
+    """The key parts a recording stores: its key's, plus the request body's JSON leaves
+    (not part of the key), so a later offline miss can say which fields differ."""
+    fields = _fields(plan)
+    return {**plan.record_parts, "body_fields": fields} if fields else plan.record_parts
 
 
 def unrouted_offline(host: str) -> Reply:

@@ -28,6 +28,7 @@ from bridge_cli.engine.faults import (
     options,
 )
 from bridge_cli.engine.routing import path_matches
+from bridge_cli.engine.spend import request_model
 
 # Re-exported: the proxy and the tests import these from here.
 __all__ = [
@@ -42,9 +43,10 @@ def _unit(seed: int, name: str, index: int, salt: str = "") -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def effect(fault: Fault, draw: Draw) -> Hit:
-    """What `fault` does to a try it hits: each of its kinds in registry order."""
-    part = Hit(names=[fault.name])
+def effect(fault: Fault, draw: Draw, model: str | None = None) -> Hit:
+    """What `fault` does to a try it hits (of a request naming `model`): each of its kinds
+    in registry order."""
+    part = Hit(names=[fault.name], request_model=model)
     shaping: dict = {}
     for kind in kinds_of(fault):
         kind.on_request(fault, part, draw)
@@ -172,10 +174,13 @@ class Chaos:
             self.finished.pop(next(iter(self.finished)))
 
     def decide(self, stage: str, route: str, upstream: str | None, method: str, path: str,
-               headers: dict[str, str], extra: Iterable[ActiveFault] = ()) -> Hit | None:
-        """The faults of `stage` that hit this try (or final answer), merged; None: none."""
+               headers: dict[str, str], extra: Iterable[ActiveFault] = (),
+               body: bytes = b"") -> Hit | None:
+        """The faults of `stage` that hit this try (or final answer), merged; None: none.
+        `body`: the request's, read only when a preset fault hits (its model is quoted)."""
         self._expire()
         hit = Hit()
+        model: list[str | None] = []  # the request's model, once asked
         for active in [*self.faults.values(), *extra]:
             f = active.fault
             if f.stage != stage or not active.matches(route, upstream, method, path, headers):
@@ -183,7 +188,10 @@ class Chaos:
             if not active.fires(self.seed):
                 continue
             active.hits += 1
-            hit.add(effect(f, partial(_unit, self.seed, f.name, active.index - 1)))
+            if "preset" in f.actions and not model:
+                model.append(request_model(path, body))
+            hit.add(effect(f, partial(_unit, self.seed, f.name, active.index - 1),
+                           model[0] if model else None))
         return hit if hit.names else None
 
     def snapshot(self) -> list[dict]:

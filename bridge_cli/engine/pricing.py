@@ -19,6 +19,7 @@ import genai_prices
 from genai_prices import Usage
 
 from bridge_cli.config.model import Spend
+from bridge_cli.engine.budget import Worst
 from bridge_cli.engine.rates import total_price
 from bridge_cli.engine.streams import REWRITE, StreamObserver
 
@@ -116,15 +117,16 @@ def price_response(provider: str, body: Any, *, path: str = "", request_model: s
         return Priced(0, "unpriced", raw_model, reason=f"no usage in the response ({e})")
     usage = extracted.usage
     tokens = {k: v for k, v in vars(usage).items() if isinstance(v, int)}
-    model = (extracted.model.id if extracted.model else None) or raw_model
-    raw_model = raw_model or model
+    # Reported as the response names it (claude-3-5-haiku-20241022), not as the price
+    # list's entry that matched it (claude-3-5-haiku-latest); priced by that entry.
+    raw_model = raw_model or (extracted.model.id if extracted.model else None)
     try:
         total = total_price(extracted.model, extracted.provider, usage) if extracted.model \
             else genai_prices.calc_price(usage, raw_model, provider_id=provider).total_price
     except Exception as e:
         return Priced(0, "unpriced", raw_model, tokens,
                       reason=f"no price for model {raw_model!r} ({e})")
-    return Priced(to_micros(total), "priced", model, tokens, snapshot=snapshot_version())
+    return Priced(to_micros(total), "priced", raw_model, tokens, snapshot=snapshot_version())
 
 
 def billable(status: int, spend: Spend) -> bool:
@@ -272,33 +274,41 @@ def _request_doc(body: bytes) -> dict:
 
 def worst_case(spend: Spend, method: str, body: bytes, pricing: tuple[dict, ...] = (),
                fallback_model: str | None = None) -> int:
-    """Micro-dollars to reserve before forwarding: input estimated from the body's size (no
-    tokenizer), plus max_tokens (or spend.default_max_tokens) at the model's output price,
-    times every choice or candidate the request asks for. A field that is not a sane count
-    (negative, a bool, a string) counts as absent: the default applies."""
+    """Micro-dollars to reserve before forwarding (`estimate`'s amount)."""
+    return estimate(spend, method, body, pricing, fallback_model).amount
+
+
+def estimate(spend: Spend, method: str, body: bytes, pricing: tuple[dict, ...] = (),
+             fallback_model: str | None = None) -> Worst:
+    """The worst case to reserve: input estimated from the body's size (no tokenizer), plus
+    max_tokens (or spend.default_max_tokens) at the model's output price, times every
+    choice or candidate the request asks for. A field that is not a sane count (negative,
+    a bool, a string) counts as absent: the default applies."""
     if spend.per_request_usd is not None:
-        return flat_price(spend, method).cost
+        return Worst(flat_price(spend, method).cost)
     doc = _request_doc(body)
     model = doc.get("model") if isinstance(doc.get("model"), str) else fallback_model
     gen = doc.get("generationConfig") if isinstance(doc.get("generationConfig"), dict) else {}
-    max_out = next((c for k in MAX_OUT_KEYS if (c := _count(doc.get(k))) is not None),
-                   spend.default_max_tokens)
+    field_, max_out = next(((k, c) for k in MAX_OUT_KEYS if (c := _count(doc.get(k))) is not None),
+                           (None, spend.default_max_tokens))
     if (c := _count(gen.get("maxOutputTokens"))) is not None:
-        max_out = c
+        field_, max_out = "generationConfig.maxOutputTokens", c
     copies = max([1, *(c for k in MULTIPLIERS if (c := _count(doc.get(k))) is not None),
                   *(c for c in [_count(gen.get("candidateCount"))] if c is not None)])
     max_out *= copies
     input_tokens = len(body) // 3 + 1  # generous: ~4 bytes a token in English
     over = _override(pricing, spend.provider or "", model or "") if model else None
     if over is not None:
-        return price_with_override(Usage(input_tokens=input_tokens, output_tokens=max_out), over)
+        return Worst(price_with_override(Usage(input_tokens=input_tokens, output_tokens=max_out),
+                                         over), max_out, field_)
     prices = _model_prices(spend.provider or "", model) if model else None
     if prices is None:
         # An unknown model: price it as the provider's dearest known output, so a budget
         # is never undercut by a model the price list hasn't heard of.
-        prices = dearest(spend.provider or "")
+        pin, pout = dearest(spend.provider or "")
+        return Worst(to_micros(input_tokens * pin + max_out * pout), max_out, field_, True)
     pin, pout = prices
-    return to_micros(input_tokens * pin + max_out * pout)
+    return Worst(to_micros(input_tokens * pin + max_out * pout), max_out, field_)
 
 
 def route_worst_case(spend: Spend, method: str, body_size: int) -> int:
@@ -356,20 +366,21 @@ def _event_end(buf: bytes) -> int:
 
 class UsageStripper(StreamObserver):
     """Drops the usage-only chunk (`"choices": []` with `usage`) from an OpenAI stream whose
-    client didn't ask for it (bridge added `stream_options.include_usage` itself)."""
+    client didn't ask for it (bridge added `stream_options.include_usage` itself); keeps
+    it in `removed`, for the cache to store beside the stream (a hit's savings)."""
 
     phase = REWRITE
 
     def __init__(self) -> None:
         self._buf = b""
+        self.removed: list[bytes] = []
 
     def piece(self, piece: bytes) -> bytes:
         self._buf += piece
         out = []
         while (end := _event_end(self._buf)) >= 0:
             event, self._buf = self._buf[:end], self._buf[end:]
-            if not self._usage_only(event):
-                out.append(event)
+            (self.removed if self._usage_only(event) else out).append(event)
         return b"".join(out)
 
     __call__ = piece

@@ -7,6 +7,8 @@ the type, so an app (or a test) can tell bridge's refusal from the upstream's ow
 from __future__ import annotations
 
 import json
+import os
+import re
 from dataclasses import dataclass
 
 
@@ -36,6 +38,12 @@ ERROR_STATUS = {
     "bad_fault_header": 400,
 }
 
+# Refusals that come back the same however often the client asks: they carry
+# `x-should-retry: false`, which the OpenAI and Anthropic SDKs obey (an offline miss is a
+# 504, which they would otherwise retry twice). budget_exceeded is not here: a refusal
+# may clear once reservations in flight settle, and "store busy" asks to try again.
+NOT_RETRYABLE = frozenset({"offline_miss", "bad_fault_header", "no_route"})
+
 
 def error_reply(kind: str, message: str, *, extra: dict | None = None,
                 headers: tuple[tuple[str, str], ...] = ()) -> Reply:
@@ -44,9 +52,10 @@ def error_reply(kind: str, message: str, *, extra: dict | None = None,
     if extra:
         err.update(extra)
     body = json.dumps({"error": err}).encode()
+    retry = (("x-should-retry", "false"),) if kind in NOT_RETRYABLE else ()
     return Reply(
         ERROR_STATUS[kind],
-        (("content-type", "application/json"), ("x-bridge-error", kind), *headers),
+        (("content-type", "application/json"), ("x-bridge-error", kind), *retry, *headers),
         body,
     )
 
@@ -98,3 +107,22 @@ def conclude(route: str, upstream: str | None, final_kind: str, final_fault: str
     if final_kind == "reset" and final_fault is not None:
         return Conclusion("kill", error="injected_reset")  # closes the client's connection
     return Conclusion("reply", failed_try_reply(route, upstream, final_kind, detail))
+
+
+def passthrough_failure(host: str, port: int, how: str, reason: str) -> Reply:
+    """bridge's JSON error for pass-through traffic (no route) whose host failed; `how`:
+    connect (DNS, refused, unreachable) | tls (its certificate) | answer (no HTTP answer)."""
+    where, passed = f"{host}:{port}", "this request matched no route and was passed through"
+    errno = re.match(r"\[Errno (-?\d+)\] (.*)", reason)
+    if errno:  # "[Errno 111] Connect call failed (...)" says less than "Connection refused"
+        n = int(errno[1])
+        reason = os.strerror(n) if n > 0 else f"DNS: {errno[2]}"
+    if how == "connect":
+        return error_reply("upstream_unreachable", f"{where} could not be reached ({reason}); "
+                           f"{passed}: check the host name and port, or that the server is up")
+    if how == "tls":
+        return error_reply("upstream_unreachable", f"TLS with {where} failed ({reason}); "
+                           f"{passed}: to reach a server with a private CA, give it a route "
+                           "whose upstream has `ca_file`")
+    return error_reply("upstream_reset", f"{where} closed the connection without an HTTP "
+                       f"answer ({reason}); {passed}")

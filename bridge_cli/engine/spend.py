@@ -129,8 +129,10 @@ def settle(priced: Priced, reserved: int | None) -> Priced:
 
 
 def ledger_row(now: float, flow_id: str, route: str, upstream: str | None, priced: Priced,
-               path: str) -> dict | None:
-    """The ledger's row for a priced request; None when there is nothing to record."""
+               path: str, held: tuple[str, ...] = ()) -> dict | None:
+    """The ledger's row for a priced request; None when there is nothing to record. `held`:
+    the budget scopes that held money for it (they count it; a budget configured later
+    counts only the calls no budget of its scope held, engine/budget.recorded_in)."""
     status = priced.status
     saved = int(priced.reason) if status == "saved" and (priced.reason or "").isdigit() else 0
     if status == "free" and not saved:
@@ -139,4 +141,5 @@ def ledger_row(now: float, flow_id: str, route: str, upstream: str | None, price
             "model": priced.model, "cost_micros": priced.cost if status != "saved" else 0,
             "saved_micros": saved, "status": status,
             "reason": priced.reason if status != "saved" else None, "tokens": priced.usage,
-            "snapshot": priced.snapshot, "path": redact_url(path.split("?")[0])}
+            "snapshot": priced.snapshot, "path": redact_url(path.split("?")[0]),
+            **({"budgets": list(held)} if held else {})}

@@ -16,6 +16,7 @@ from bridge_cli.errors import StartupError
 from bridge_cli.proxy.state import regular_spec, reverse_spec
 
 MITM_SERVER_LOG = "mitmproxy.addons.proxyserver"  # logs a listener that failed to bind
+MITM_CONNECTION_LOG = "mitmproxy.proxy.server"  # logs what happens on one connection
 
 
 @dataclass(frozen=True)
@@ -134,3 +135,17 @@ class _QuietPickedFailures(logging.Filter):
 
 _QUIET = _QuietPickedFailures()
 logging.getLogger(MITM_SERVER_LOG).addFilter(_QUIET)
+
+
+class _ClientTlsFailures(logging.Filter):
+    """Drops mitmproxy's `Client TLS handshake failed…` line, logged per connection: the
+    passthrough addon says it in bridge's words, once per host, with what to run. Kept
+    when mitmproxy's own lines are asked for (`bridge up -v`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if logging.getLogger("mitmproxy").getEffectiveLevel() <= logging.INFO:
+            return True
+        return not record.getMessage().startswith("Client TLS handshake failed.")
+
+
+logging.getLogger(MITM_CONNECTION_LOG).addFilter(_ClientTlsFailures())

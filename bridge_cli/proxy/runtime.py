@@ -221,6 +221,13 @@ class Bridge(Reloading):
 
         return ensure_ca(home)
 
+    @staticmethod
+    def trust_bundle(home: Path) -> Path:
+        """bridge's CA bundled with the system's CAs: the file SSL_CERT_FILE names."""
+        from bridge_cli.proxy.certs import ensure_trust_bundle
+
+        return ensure_trust_bundle(home)
+
     def _write_control_file(self) -> None:
         path = self.home / "control.json"
         tmp = path.with_suffix(".tmp")

@@ -129,7 +129,8 @@ class Settler:
             # cut by the shutdown: the upstream may bill it, so it counts as reserved
             priced = Priced(reservation.amount, "estimated",
                             reason="bridge stopped before the answer was complete")
-            row = ledger_row(self.budgets.wall(), flow_id, route, None, priced, path)
+            row = ledger_row(self.budgets.wall(), flow_id, route, None, priced, path,
+                             tuple(dict.fromkeys(s for s, _ in reservation.held)))
             self.submit(Settlement(flow_id, reservation, priced, row, budgets))
         self._closing = True
         self._deadline = time.monotonic() + grace

@@ -35,7 +35,9 @@ class RouteCounters:
     """Request counts and recent latencies of one route (or of pass-through traffic)."""
 
     requests: int = 0
-    errors: int = 0  # bridge answered with an error, or the flow failed
+    # Requests that ended in an error: a 5xx answer (the upstream's, or bridge's own), an
+    # error bridge answered itself (unreachable, timeout, budget, ...), or no whole answer.
+    errors: int = 0
     by_status: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     by_upstream: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=512))
@@ -45,7 +47,7 @@ class RouteCounters:
         self.requests += 1
         if event.status is not None:
             self.by_status[event.status] += 1
-        if event.error or event.status is None:
+        if event.error or event.status is None or event.status >= 500:
             self.errors += 1
         if event.upstream:
             self.by_upstream[event.upstream] += 1

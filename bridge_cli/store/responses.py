@@ -101,7 +101,8 @@ class EntryStore:
                                       "route": entry.route,
                                       "status": entry.status, "size": entry.size,
                                       "stored_at": entry.stored_at,
-                                      "stream": entry.events is not None}, ttl)
+                                      "stream": entry.events is not None,
+                                      "about": entry.about}, ttl)
 
     def summaries(self) -> Iterator[tuple[str, dict]]:
         """(key, summary) of every entry."""

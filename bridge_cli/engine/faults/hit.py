@@ -44,6 +44,8 @@ class Hit:
     reset: bool = False
     hang: float | bool | None = None  # True: until the client gives up; seconds otherwise
     shaping: Shaping | None = None
+    # Not an effect: the model the request names, for kinds whose answer quotes it (preset).
+    request_model: str | None = None
 
     @property
     def terminal(self) -> bool:

@@ -52,14 +52,15 @@ def _truncate_text(text: str) -> int | str:
 
 @register
 class Preset(FaultKind):
-    """Answer like a real provider's error (presets.py) instead of calling the upstream."""
+    """Answer like a real provider's error (presets.py) instead of calling the upstream;
+    a message that names a model names the request's."""
 
     key = "preset"
     options = (Option("preset", "A real provider error: " + ", ".join(PRESETS) + "."),)
 
     def on_request(self, fault: Fault, hit: Hit, draw: Draw) -> None:
         p = PRESETS[self.value(fault)]
-        hit.status, hit.headers, hit.body = p.status, dict(p.headers), p.body
+        hit.status, hit.headers, hit.body = p.status, dict(p.headers), p.body_for(hit.request_model)
 
     def describe(self, fault: Fault) -> str:
         return f"answer like {self.value(fault)}"

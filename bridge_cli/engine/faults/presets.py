@@ -4,21 +4,40 @@ the provider sends them, so SDKs parse them as they would the real thing."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
+
+MAX_MODEL = 200  # characters of a request's model quoted in an error message
 
 
 @dataclass(frozen=True)
 class Preset:
-    """One ready-made error answer."""
+    """One ready-made error answer; `quoting` makes its body for a request that names a
+    model, when the provider's message names it (`body` is the one for any other)."""
 
     status: int
     headers: tuple[tuple[str, str], ...]
     body: bytes
+    quoting: Callable[[str], bytes] | None = None
+
+    def body_for(self, model: str | None) -> bytes:
+        """The body for a request that names `model` (None: names none)."""
+        if model is None or self.quoting is None:
+            return self.body
+        return self.quoting(" ".join(model.split())[:MAX_MODEL] or "gpt-4o")
 
 
 def _json(obj) -> bytes:
     """Indented JSON with a final newline."""
     return json.dumps(obj, indent=2).encode() + b"\n"
+
+
+def _openai_429(model: str) -> bytes:
+    return _json({"error": {
+        "message": f"Rate limit reached for {model} in organization org-bridgechaos on requests "
+                   "per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 120ms. "
+                   "Visit https://platform.openai.com/account/rate-limits to learn more.",
+        "type": "requests", "param": None, "code": "rate_limit_exceeded"}})
 
 
 # Real providers' error answers, in shape and headers, so SDKs parse them as they would
@@ -34,11 +53,7 @@ PRESETS: dict[str, Preset] = {
         ("x-ratelimit-remaining-tokens", "0"),
         ("x-ratelimit-reset-tokens", "1s"),
         ("x-request-id", "req_bridge_chaos"),
-    ), _json({"error": {
-        "message": "Rate limit reached for gpt-4o in organization org-bridgechaos on requests "
-                   "per min (RPM): Limit 500, Used 500, Requested 1. Please try again in 120ms. "
-                   "Visit https://platform.openai.com/account/rate-limits to learn more.",
-        "type": "requests", "param": None, "code": "rate_limit_exceeded"}})),
+    ), _openai_429("gpt-4o"), _openai_429),
     "openai-500": Preset(500, (
         ("content-type", "application/json"),
         ("x-request-id", "req_bridge_chaos"),

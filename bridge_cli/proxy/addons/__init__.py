@@ -21,6 +21,9 @@ part of the design:
 7. KeepAddon         keeps the complete answer the cache addon planned to keep (cache,
                      cassette) and releases requests that waited for it; a stream is kept
                      by its capture observer once the forwarder has sent it whole.
+7b. PassthroughAddon answers pass-through flows whose host failed with bridge's JSON
+                    error (its error hook sets the reply before RecordAddon publishes) and
+                    says once per host that a client doesn't trust bridge's CA.
 8. RecordAddon       last: publishes one FlowEvent with every decision made above,
                      including spend's price, which SpendAddon sets in its `response`.
 """
@@ -35,6 +38,7 @@ from bridge_cli.proxy.addons.budget import BudgetAddon
 from bridge_cli.proxy.addons.cache import CacheAddon
 from bridge_cli.proxy.addons.chaos import HeaderFaultAddon
 from bridge_cli.proxy.addons.keep import KeepAddon
+from bridge_cli.proxy.addons.passthrough import PassthroughAddon
 from bridge_cli.proxy.addons.record import RecordAddon
 from bridge_cli.proxy.addons.route import RouteAddon
 from bridge_cli.proxy.addons.spend import SpendAddon
@@ -59,5 +63,6 @@ def bridge_addons(state: LiveState, bus: EventBus, forwarder: Forwarder,
         BudgetAddon(bus, settler),
         UpstreamAddon(state, forwarder, clock),
         keep,
+        PassthroughAddon(bus),  # before record: its error hook answers the flow
         RecordAddon(bus),
     ]

@@ -15,6 +15,7 @@ from bridge_cli.config.model import Route
 from bridge_cli.engine import cache_plan as plans
 from bridge_cli.engine.clock import Clock
 from bridge_cli.engine.coalesce import InFlight
+from bridge_cli.engine.pricing import UsageStripper
 from bridge_cli.engine.streams import Capture
 from bridge_cli.proxy.cache_writer import CacheWriter
 from bridge_cli.proxy.flowstate import FlowState, state_of
@@ -88,7 +89,13 @@ class KeepAddon:
         if pending is None or pending.done or st.stream.handoff is None:
             return
         up = st.stream.handoff.response
-        self._keep(st, pending, up.status, up.headers, b"".join(p for _, p in pieces), pieces)
+        # The events are what the client got; the body is the whole upstream answer: with
+        # the usage chunk bridge asked for and stripped (inject_usage), so a hit on this
+        # entry prices what it saved (engine/spend.stored_body) and replays the same events.
+        stripped = b"".join(b"".join(o.removed) for o in st.stream.observers
+                            if isinstance(o, UsageStripper))
+        self._keep(st, pending, up.status, up.headers,
+                   b"".join(p for _, p in pieces) + stripped, pieces)
 
     def _keep(self, st: FlowState, pending: Pending, status: int,
               headers: list[tuple[str, str]], body: bytes,

@@ -81,8 +81,9 @@ class SpendAddon:
             priced = Priced(0, "unpriced", reason=f"bridge could not price the answer "
                             f"({type(e).__name__}: {e})")
         st.spend.priced = policy.settle(priced, reservation.amount if reservation else None)
+        held = tuple(dict.fromkeys(s for s, _ in reservation.held)) if reservation else ()
         row = policy.ledger_row(self.clock.wall(), st.id, st.route.name, st.tries.upstream,
-                                st.spend.priced, flow.request.path)
+                                st.spend.priced, flow.request.path, held)
         self.settler.submit(Settlement(st.id, reservation, st.spend.priced, row,
                                        tuple(policy.budgets_of(st.route, st.config))))
 

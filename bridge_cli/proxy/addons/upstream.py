@@ -60,7 +60,8 @@ class UpstreamAddon:
 
         # `stage: client` faults replace the final answer, after bridge's own retries.
         hit = self.state.chaos.decide("client", route.name, st.tries.upstream, req.method,
-                                      req.path, _lower(req.headers), st.faults.from_header)
+                                      req.path, _lower(req.headers), st.faults.from_header,
+                                      body=req.body)
         if hit is not None:
             st.faults.add(hit.names)
             final, shaping, error = await client_fault(hit, final, shaping, self.clock, sleep,
@@ -88,7 +89,7 @@ class UpstreamAddon:
 
         async def send(upstream, attempt) -> Outcome:
             hit = chaos.decide("upstream", route.name, upstream.name, req.method, req.path,
-                               headers, st.faults.from_header)
+                               headers, st.faults.from_header, body=req.body)
             if hit is not None:
                 st.faults.add(hit.names)
                 outcome = await faulted_try(hit, route.timeout, sleep, gone, self.clock.monotonic)
