@@ -45,6 +45,8 @@ class CacheAddon:
         st, route = got
         if st.faults.from_header and not self.mode.offline:
             return  # a faulted request is never answered from, or kept in, the cache
+        if route.cache is None and not self.mode.record and not self.mode.offline:
+            return  # nothing to plan (plan_request would say None): skip building the view
         plan = plans.plan_request(self._view(flow, route), route.cache, self.mode, route.name)
         if plan is None:
             return
