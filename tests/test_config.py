@@ -763,3 +763,20 @@ def test_parse_listen(text, listen):
 def test_parse_listen_refuses(bad):
     with pytest.raises(ValueError, match="expected an address like 127.0.0.1:8081"):
         units.parse_listen(bad)
+
+
+def test_drift_schema_takes_a_builtin_name_or_an_existing_file(tmp_path):
+    base = ("version: 2\nroutes:\n  - name: a\n    listen: 127.0.0.1:0\n"
+            "    upstreams: [http://127.0.0.1:1]\n    drift: {schema: %s}\n")
+    cfg = tmp_path / "bridge.yaml"
+    cfg.write_text(base % "builtin:openai-chat")
+    assert load_config(cfg).routes[0].drift.schema == "builtin:openai-chat"
+    cfg.write_text(base % "builtin:openai-chatt")
+    with pytest.raises(ConfigError, match=r"no built-in schema 'builtin:openai-chatt' "
+                                          r"\(did you mean 'openai-chat'\?\)"):
+        load_config(cfg)
+    cfg.write_text(base % "mine.json")
+    with pytest.raises(ConfigError, match="no such schema file"):
+        load_config(cfg)
+    (tmp_path / "mine.json").write_text('{"type": "object"}')
+    assert load_config(cfg).routes[0].drift.schema == str(tmp_path / "mine.json")

@@ -17,6 +17,7 @@ from typing import Any
 from bridge_cli.config import units
 from bridge_cli.config.crossref import (
     ConfigPath,
+    did_you_mean,
     fault_problems,
     format_path,
     listen_problems,
@@ -44,6 +45,14 @@ from bridge_cli.config.model import (
     Upstream,
 )
 from bridge_cli.engine.faults import header_values, options
+from bridge_cli.resources import data_dir
+
+BUILTIN = "builtin:"  # drift.schema naming a schema bridge ships (schemas/builtin/NAME.json)
+
+
+def builtin_schemas() -> list[str]:
+    """The names of the JSON Schemas bridge ships for `drift: {schema: builtin:NAME}`."""
+    return sorted(p.stem for p in (data_dir("schemas") / "builtin").glob("*.json"))
 
 
 class InvalidConfig(Exception):
@@ -80,6 +89,21 @@ class _Builder:
         if self.base_dir is None or Path(value).expanduser().is_absolute():
             return str(Path(value).expanduser())
         return str(self.base_dir / value)
+
+    def drift_schema(self, value: str, path: ConfigPath) -> str:
+        """`builtin:NAME` (a schema bridge ships) as it is, checked; else a file path."""
+        if not value.startswith(BUILTIN):
+            file = self.file(value, path)
+            if self.base_dir is not None and not Path(file).is_file():
+                self.problem(path, f"no such schema file {file}: give a JSON Schema file, or "
+                             "builtin:openai-chat / builtin:anthropic-message")
+            return file
+        names = builtin_schemas()
+        if value[len(BUILTIN):] not in names:
+            self.problem(path, f"no built-in schema {value!r}"
+                         f"{did_you_mean(value[len(BUILTIN):], names)}; built in: "
+                         + ", ".join(BUILTIN + n for n in names))
+        return value
 
     # ---- routes --------------------------------------------------------------------------
 
@@ -209,7 +233,7 @@ class _Builder:
             "rate_limit": _unit(units.parse_rate),
             "spend": self.spend,
             "budget": self.budget,
-            "drift": lambda v, p: Drift(**self.fields(v, p, {"schema": self.file})),
+            "drift": lambda v, p: Drift(**self.fields(v, p, {"schema": self.drift_schema})),
         })  # fmt: skip
         name = raw["name"]
         if "listen" not in raw and "match" not in raw:

@@ -141,8 +141,9 @@ class Drift:
     """Schema-drift checks of a route's JSON bodies."""
 
     learn: bool = True
-    schema: str | None = None
+    schema: str | None = None  # a file path, or builtin:NAME (schemas/builtin/NAME.json)
     action: str = "warn"
+    requests: bool = False  # learn and check request bodies too
 
 
 @dataclass(frozen=True)
