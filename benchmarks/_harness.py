@@ -204,7 +204,8 @@ def fetch(url: str, load: dict = GET_LOAD) -> tuple[int, bytes]:
 
 def check_answers(url: str, load: dict = GET_LOAD) -> None:
     """A misrouted fast 502 would flatter every figure: the target must return the body."""
-    want = _llm.COMPLETION if load.get("llm") else _llm.PLAIN_BODY
+    want = (_llm.COMPLETION if load.get("llm") else
+            _llm.CATALOG if load["path"] == _llm.CATALOG_PATH else _llm.PLAIN_BODY)
     status, body = fetch(url, load)
     if status != 200 or body != want:
         raise RuntimeError(f"{url}{load['path']} answered {status} {body[:300]!r}, not the upstream's body")

@@ -20,6 +20,7 @@ same bodies.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -85,12 +86,22 @@ def sse_chunks(events: int) -> list[bytes]:
     return out
 
 
+# GET CATALOG_PATH: a ~10 KB JSON document of the everyday kind (a list of records), what
+# benchmarks/drift.py checks for drift.
+CATALOG_PATH = "/v1/catalog"
+CATALOG = json.dumps({"object": "list", "has_more": False, "data": [
+    {"id": f"prod_{i:04d}", "name": f"Product {i}", "price": {"amount": 1000 + i, "currency": "eur"},
+     "active": i % 3 != 0, "tags": ["new", "sale"][: i % 3], "stock": None if i % 5 == 0 else i,
+     "created": 1715367049 + i} for i in range(64)]}).encode()
+
+
 def _answer(body: bytes, ctype: bytes = b"application/json") -> bytes:
     return (b"HTTP/1.1 200 OK\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s"
             % (ctype, len(body), body))
 
 
 PLAIN_RESPONSE = _answer(PLAIN_BODY)
+CATALOG_RESPONSE = _answer(CATALOG)
 COMPLETION_RESPONSE = _answer(COMPLETION)
 SSE_HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n")
@@ -124,7 +135,9 @@ class _Upstream(asyncio.Protocol):
             if len(self.buf) < total:
                 break
             body, self.buf = self.buf[end + 4:total], self.buf[total:]
-            if not head.startswith(b"POST " + LLM_PATH.encode()):
+            if head.startswith(b"GET " + CATALOG_PATH.encode()):
+                out.append(CATALOG_RESPONSE)
+            elif not head.startswith(b"POST " + LLM_PATH.encode()):
                 out.append(PLAIN_RESPONSE)
             elif b'"stream":true' in body or b'"stream": true' in body:
                 self.streaming = True

@@ -62,11 +62,11 @@ RESILIENCE = {
     "timeout": {"connect": "2s", "total": "30s"},
 }
 SPEND = {"spend": {"provider": "openai"}}
-# Every route feature that bridge enforces today. When rate limits and drift checks work
-# (config/support.py UNENFORCED lists them until then), add them here, e.g.
-#   "rate_limit": "1000000/min", "drift": {"learn": True, "action": "warn"},
-# so that `full` keeps measuring everything at once.
+# Every route feature that bridge enforces today. When rate limits work (config/support.py
+# UNENFORCED lists them until then), add them here, e.g. "rate_limit": "1000000/min", so
+# that `full` keeps measuring everything at once.
 FULL = {
+    "drift": {"learn": True, "action": "warn"},
     **RESILIENCE,
     "cache": {"ttl": "10m", "methods": ["POST"]},  # every body unique: each request a miss
     **SPEND,
@@ -84,7 +84,7 @@ TARGETS = [
 LLM_TARGETS = [
     Target("spend", bridge(SPEND, name="spend"), "LLM route, spend: {provider: openai}"),
     Target("full", bridge(FULL, name="full"),
-           "LLM route, retries + breaker + cache (all misses) + spend + budget"),
+           "LLM route, retries + breaker + cache (all misses) + spend + budget + drift"),
 ]
 
 

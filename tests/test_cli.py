@@ -110,11 +110,13 @@ routes:
   - name: api
     listen: 127.0.0.1:0
     upstreams: [{name: x, url: "http://127.0.0.1:9"}]
+    rate_limit: 100/min
     drift: {learn: true}
 """)
     proc, _ = start_up(["-c", str(cfg)], tmp_path, env)
     out, err = stop(proc)
-    assert err.count("routes[api].drift") == 1 and "not enforced" in err
+    assert err.count("routes[api].rate_limit") == 1 and "not enforced" in err
+    assert "routes[api].drift" not in err  # enforced
 
 
 def test_validate_reports_file_line_and_key_and_exits_2(tmp_path, env):

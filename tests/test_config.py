@@ -441,7 +441,8 @@ def test_a_config_without_proxy_opens_none_and_keeps_the_default_control():
 def test_unenforced_keys_lists_the_present_keys_by_route_name():
     raw = raw_config((DATA / "design_example.yaml").read_text())
     found = unenforced_keys(raw)
-    assert "routes[openai].rate_limit" in found and "routes[openai].drift" in found
+    assert "routes[openai].rate_limit" in found
+    assert "routes[openai].drift" not in found  # enforced since drift checking landed
     assert all(not key.startswith(("proxy", "control")) for key in found)
     assert "budget" not in found and "pricing" not in found  # not in this config
     assert unenforced_keys(raw_config(DEFAULT_CONFIG_YAML)) == []

@@ -11,6 +11,7 @@ from bridge_cli import __version__
 from bridge_cli.cli import basics, up
 from bridge_cli.cli.cache import cache_app
 from bridge_cli.cli.chaos import chaos_app
+from bridge_cli.cli.drift import drift_app
 from bridge_cli.cli.output import err_console
 from bridge_cli.cli.spend import spend_app
 from bridge_cli.errors import BridgeError, ExitStatus
@@ -32,6 +33,7 @@ app.command("status")(basics.status)
 app.add_typer(chaos_app, name="chaos")
 app.add_typer(cache_app, name="cache")
 app.add_typer(spend_app, name="spend")
+app.add_typer(drift_app, name="drift")
 
 
 def _version(value: bool) -> None:

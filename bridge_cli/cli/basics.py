@@ -183,10 +183,12 @@ def _ms(value: float | None) -> str:
 
 def _routes_table(routes: list[dict]) -> Table:
     """One row per route: its own counts and latency."""
-    table = Table("route", "requests", "errors", "p50 ms", "p99 ms", box=None)
+    table = Table("route", "requests", "errors", "p50 ms", "p99 ms", "drift", box=None)
     for r in routes:
+        drift = r.get("drift") or {}
         table.add_row(r["name"], str(r["requests"]), str(r["errors"]),
-                      _ms(r["latency_ms"]["p50"]), _ms(r["latency_ms"]["p99"]))
+                      _ms(r["latency_ms"]["p50"]), _ms(r["latency_ms"]["p99"]),
+                      ", ".join(f"{n} {kind}" for kind, n in sorted(drift.items())) or "-")
     return table
 
 

@@ -22,7 +22,7 @@ from bridge_cli.config.loader import unenforced_keys
 from bridge_cli.config.model import Config, Control, Proxy, Route
 from bridge_cli.control.view import BridgeView
 from bridge_cli.engine.cache import ReplayMode
-from bridge_cli.engine.events import BreakerEvent, BudgetEvent, FlowEvent, NoticeEvent
+from bridge_cli.engine.events import BreakerEvent, BudgetEvent, DriftEvent, FlowEvent, NoticeEvent
 from bridge_cli.errors import UsageError
 from bridge_cli.store import bridge_home
 from bridge_cli.store.responses import ResponseStores
@@ -276,6 +276,16 @@ def _make_printer(quiet: bool):
             err_console.print(
                 f"[yellow bold]budget[/yellow bold] {escape(event.scope)} {verb}: "
                 f"${event.committed_usd} of ${event.limit_usd}", highlight=False)
+            return
+        if isinstance(event, DriftEvent):
+            style = {"breaking": "red", "additive": "cyan"}.get(event.severity, "yellow")
+            blocked = " — blocked (502)" if event.action == "block" and \
+                event.severity == "breaking" else ""
+            err_console.print(
+                f"[{style} bold]drift[/{style} bold] {escape(event.route)} "
+                f"{escape(event.endpoint)}: {event.severity} {event.change} at "
+                f"{escape(event.path)} ({escape(str(event.before))} → "
+                f"{escape(str(event.after))}){blocked}  (bridge drift)", highlight=False)
             return
         if quiet or not isinstance(event, FlowEvent):
             return

@@ -15,6 +15,10 @@ most specific, so that `scan(prefix)` finds a family of keys:
     entry:<sha256>, idx:<sha256>        a cached response and its summary, in a cache
                                         namespace's or a cassette's own store
                                         (store/responses.py)
+    drift:baseline:<route>:<endpoint>   what an endpoint's bodies look like, learned
+                                        (store/drift.py)
+    drift:finding:<route>:<digest>      one distinct change in an endpoint's bodies, with
+                                        how often it was seen (store/drift.py)
 
 Record formats: every dict record carries `"format": N` (its codec's version, bumped on an
 incompatible change) so that a newer bridge can still read an older store; counters

@@ -9,5 +9,4 @@ that makes its feature work.
 
 UNENFORCED: set[str] = {
     "routes[].rate_limit",
-    "routes[].drift",
 }

@@ -46,6 +46,7 @@ def _route(view: BridgeView, route: Route, address: str | None) -> dict:
         ],
         "retry_budget": view.retry_budget(route.name),
         "cache": dict(stats.cache),
+        "drift": dict(stats.drift),  # findings raised since start, by severity (bridge drift)
         "requests": stats.requests,
         "errors": stats.errors,
         "statuses": dict(stats.statuses),

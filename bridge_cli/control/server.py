@@ -18,6 +18,7 @@ from aiohttp import web
 from bridge_cli.config.loader import parse_fault
 from bridge_cli.config.model import Listen
 from bridge_cli.control.cache_report import cache_clear, cache_stats
+from bridge_cli.control.drift_report import drift_report
 from bridge_cli.control.reports import faults_report, status_report
 from bridge_cli.control.spend_report import spend_report
 from bridge_cli.control.view import BridgeView
@@ -111,6 +112,7 @@ class ControlServer:
         app.router.add_get(f"{API}/spend", self._spend)
         app.router.add_get(f"{API}/cache", self._cache)
         app.router.add_delete(f"{API}/cache", self._cache_clear)
+        app.router.add_get(f"{API}/drift", self._drift)
         app.router.add_get(f"{API}/faults", self._faults)
         app.router.add_post(f"{API}/faults", self._add_fault)
         app.router.add_delete(f"{API}/faults", self._clear_faults)
@@ -161,6 +163,17 @@ class ControlServer:
         data = await loop.run_in_executor(None, lambda: cache_clear(
             self.view.responses, namespace=q.get("namespace"), route=q.get("route"),
             cassette=q.get("cassette")))
+        return web.json_response(data)
+
+    # --- drift -----------------------------------------------------------------------
+    async def _drift(self, request: web.Request) -> web.Response:
+        route = request.query.get("route")
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, drift_report, self.view.store, route)
+        names = [r.name for r in self.view.config.routes]
+        if route is not None and route not in names and route not in data["routes"]:
+            raise UsageError(f"no route is named {route!r} (routes: {', '.join(names)}); "
+                             "leave out ?route= for every route")
         return web.json_response(data)
 
     # --- faults ----------------------------------------------------------------------

@@ -37,6 +37,7 @@ class RouteStats:
     statuses: dict[str, int] = field(default_factory=dict)  # "200" -> count, sorted
     by_upstream: dict[str, int] = field(default_factory=dict)
     cache: dict[str, int] = field(default_factory=dict)  # hit, miss, ...
+    drift: dict[str, int] = field(default_factory=dict)  # new drift findings by severity
     p50_ms: float | None = None
     p99_ms: float | None = None
 

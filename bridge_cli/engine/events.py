@@ -49,6 +49,7 @@ class FlowEvent:
     cache: str | None = None  # hit | miss | coalesced | replay (None: the cache wasn't asked)
     cost_usd: str | None = None  # what the call cost (decimal string), when the route prices it
     spend_status: str | None = None  # priced | flat | estimated | unpriced | saved
+    drift: tuple[str, ...] = ()  # the schema changes this request's bodies showed, one line each
     kind: str = field(default="flow", init=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -58,6 +59,7 @@ class FlowEvent:
         d["tries"] = [dict(t.__dict__) for t in self.tries]
         d["request_headers"] = [list(h) for h in self.request_headers]
         d["faults"] = list(self.faults)
+        d["drift"] = list(self.drift)
         return d
 
 
@@ -103,7 +105,26 @@ class BudgetEvent:
         return asdict(self)
 
 
-Event = FlowEvent | NoticeEvent | BreakerEvent | BudgetEvent
+@dataclass(frozen=True)
+class DriftEvent:
+    """An upstream's (or the app's) JSON changed shape: one new finding (engine/drift.py)."""
+
+    route: str
+    endpoint: str  # 'GET /users/{id}', '... request', '... event:TYPE'
+    path: str  # JSON path of the change
+    change: str  # field_missing | type_changed | ... (Finding.kind)
+    severity: str  # breaking | additive | loosening
+    before: str | None
+    after: str | None
+    flow_id: str
+    action: str  # warn | block
+    kind: str = field(default="drift", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Event = FlowEvent | NoticeEvent | BreakerEvent | BudgetEvent | DriftEvent
 
 
 class EventBus:

@@ -34,6 +34,7 @@ ERROR_STATUS = {
     "offline_miss": 504,
     "bridge_internal": 500,
     "bridge_stopping": 503,
+    "schema_drift": 502,
     "client_gone": 499,
     "bad_fault_header": 400,
 }

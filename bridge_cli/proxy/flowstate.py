@@ -104,6 +104,7 @@ class FlowState:
     tries: TriesPart = field(default_factory=TriesPart)
     faults: FaultPart = field(default_factory=FaultPart)
     stream: StreamPart = field(default_factory=StreamPart)
+    drift: list[str] = field(default_factory=list)  # schema changes its bodies showed
 
     def overhead_ms(self) -> float:
         """Time bridge itself added so far: wall time minus time spent waiting on upstreams."""

@@ -40,6 +40,7 @@ from bridge_cli.engine.resilience import Resilience
 from bridge_cli.errors import BridgeError, StartupError
 from bridge_cli.proxy.addons import bridge_addons
 from bridge_cli.proxy.addons.cache import CacheAddon
+from bridge_cli.proxy.drift_keeper import DriftKeeper
 from bridge_cli.proxy.forwarder import Forwarder
 from bridge_cli.proxy.listeners import (
     ListenerPlan,
@@ -110,6 +111,7 @@ class Bridge(Reloading):
         self.control = None
         self.store = None
         self.settler: Settler | None = None
+        self.drift: DriftKeeper | None = None
         self.flowlog: FlowLog | None = None
         self.token = secrets.token_urlsafe(24)
         self._tasks: list[asyncio.Task] = []
@@ -158,8 +160,9 @@ class Bridge(Reloading):
         loop = asyncio.get_running_loop()
         self.settler = Settler(self.store, Budgets(self.store, self.clock.wall),
                                lambda e: loop.call_soon_threadsafe(self.bus.publish, e))
+        self.drift = DriftKeeper(self.store)
         ours = bridge_addons(self.state, self.bus, self.forwarder, self.responses, self.clock,
-                             self.replay, self.settler)
+                             self.replay, self.settler, self.drift)
         self.cache_addon = next(a for a in ours if isinstance(a, CacheAddon))
         self.master.addons.add(*mitmproxy_addons())
         self.master.addons.add(*ours)
@@ -285,6 +288,8 @@ class Bridge(Reloading):
             # Cached answers still being written land before the stores close.
             await asyncio.get_running_loop().run_in_executor(
                 None, self.cache_addon.writer.close)
+        if self.drift is not None:  # what drift learned lands before the store closes
+            await asyncio.get_running_loop().run_in_executor(None, self.drift.stop)
         if self.settler is not None:  # spend still settling lands before the store closes
             self.settler.close_quick()
             await asyncio.get_running_loop().run_in_executor(None, self.settler.close)

@@ -61,7 +61,7 @@ class BridgeSnapshot:
         return RouteStats(
             requests=c.requests, errors=c.errors,
             statuses={str(k): v for k, v in sorted(c.by_status.items())},
-            by_upstream=dict(c.by_upstream), cache=dict(c.cache),
+            by_upstream=dict(c.by_upstream), cache=dict(c.cache), drift=dict(c.drift),
             p50_ms=c.percentile(0.5), p99_ms=c.percentile(0.99))
 
     def breakers(self, route: str) -> dict[str, dict]:

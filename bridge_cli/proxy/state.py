@@ -16,7 +16,7 @@ import aiohttp
 from bridge_cli.config.model import Config, Listen, Route
 from bridge_cli.control.view import PROXY_LISTENER
 from bridge_cli.engine.chaos import Chaos
-from bridge_cli.engine.events import EventBus, FlowEvent
+from bridge_cli.engine.events import DriftEvent, EventBus, FlowEvent
 from bridge_cli.engine.resilience import Resilience
 
 
@@ -42,6 +42,7 @@ class RouteCounters:
     by_upstream: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     latencies_ms: deque = field(default_factory=lambda: deque(maxlen=512))
     cache: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # hit, miss, ...
+    drift: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # new findings by severity
 
     def add(self, event: FlowEvent) -> None:
         self.requests += 1
@@ -85,6 +86,8 @@ class LiveState:
         if isinstance(event, FlowEvent):
             self.inflight -= 1
             self.counters[event.route or PROXY_LISTENER].add(event)
+        elif isinstance(event, DriftEvent):
+            self.counters[event.route].drift[event.severity] += 1
 
     def route_for_mode(self, spec: str, config: Config) -> Route | None:
         name = self.mode_routes.get(spec)

@@ -16,6 +16,11 @@ part of the design:
 5. BudgetAddon       the guard: reserves the worst case against budgets before anything
                      leaves, or refuses (402); after the cache, so hits reserve nothing,
                      and after spend, whose usage request is part of the body sent.
+5b. DriftAddon       learns and checks the JSON of routes with `drift:`: request bodies
+                    and the stream reader here, before anything leaves; in `response`
+                    after spend (a blocked answer was billed) and before keep (a blocked
+                    answer is never cached), `action: block` answers a breaking change
+                    with 502 schema_drift.
 6. UpstreamAddon     the attempt loop; it hands the stream and the observers declared above
                      to the forwarder.
 7. KeepAddon         keeps the complete answer the cache addon planned to keep (cache,
@@ -37,6 +42,7 @@ from bridge_cli.engine.events import EventBus
 from bridge_cli.proxy.addons.budget import BudgetAddon
 from bridge_cli.proxy.addons.cache import CacheAddon
 from bridge_cli.proxy.addons.chaos import HeaderFaultAddon
+from bridge_cli.proxy.addons.drift import DriftAddon
 from bridge_cli.proxy.addons.keep import KeepAddon
 from bridge_cli.proxy.addons.passthrough import PassthroughAddon
 from bridge_cli.proxy.addons.record import RecordAddon
@@ -44,6 +50,7 @@ from bridge_cli.proxy.addons.route import RouteAddon
 from bridge_cli.proxy.addons.spend import SpendAddon
 from bridge_cli.proxy.addons.upstream import UpstreamAddon
 from bridge_cli.proxy.cache_writer import CacheWriter
+from bridge_cli.proxy.drift_keeper import DriftKeeper
 from bridge_cli.proxy.forwarder import Forwarder
 from bridge_cli.proxy.settler import Settler
 from bridge_cli.proxy.state import LiveState
@@ -52,7 +59,7 @@ from bridge_cli.store.responses import ResponseStores
 
 def bridge_addons(state: LiveState, bus: EventBus, forwarder: Forwarder,
                   responses: ResponseStores, clock: Clock, replay: ReplayMode,
-                  settler: Settler) -> list:
+                  settler: Settler, drift: DriftKeeper) -> list:
     """bridge's addons in the order mitmproxy must call them (see above)."""
     keep = KeepAddon(CacheWriter(responses, replay.cassette), InFlight(), clock)
     return [
@@ -61,6 +68,9 @@ def bridge_addons(state: LiveState, bus: EventBus, forwarder: Forwarder,
         CacheAddon(forwarder, responses, replay, keep, clock),
         SpendAddon(settler, clock),
         BudgetAddon(bus, settler),
+        # before upstream: its request hook declares the stream reader; its response hook
+        # runs after spend's (a blocked answer was billed) and before keep's (never cached)
+        DriftAddon(bus, drift, clock.wall),
         UpstreamAddon(state, forwarder, clock),
         keep,
         PassthroughAddon(bus),  # before record: its error hook answers the flow

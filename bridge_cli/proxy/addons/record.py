@@ -86,6 +86,7 @@ def flow_event(flow: http.HTTPFlow, st: FlowState) -> FlowEvent:
         cache=st.cache.status,
         cost_usd=usd(priced.cost) if priced else None,
         spend_status=priced.status if priced else None,
+        drift=tuple(st.drift),
     )
 
 
