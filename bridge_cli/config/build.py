@@ -10,6 +10,8 @@ module: no import cycle).
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -117,6 +119,7 @@ class _Builder:
                 "url": lambda v, p: v.rstrip("/"),
                 "weight": lambda v, p: float(v),
                 "ca_file": self.file,
+                "headers": self.env_headers,
             })  # fmt: skip
             name = kwargs["name"]
             if name in seen:
@@ -134,6 +137,16 @@ class _Builder:
             seen.setdefault(name, index)
             built.append(Upstream(**kwargs))
         return tuple(built)
+
+    def env_headers(self, raw: dict, path: ConfigPath) -> dict[str, str]:
+        """An upstream's own headers, `${NAME}` read from the environment now, at load."""
+        out: dict[str, str] = {}
+        for name, value in raw.items():
+            try:
+                out[name] = _expand_env(value)
+            except ValueError as exc:
+                self.problem((*path, name), str(exc))
+        return out
 
     def timeout(self, value: Any, path: ConfigPath) -> Timeout:
         if not isinstance(value, dict):
@@ -318,6 +331,21 @@ def build_config(raw: dict, source: str = "<string>", base_dir: Path | None = No
 
 
 # ---- small conversions ---------------------------------------------------------------------
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _expand_env(value: str) -> str:
+    """`value` with each `${NAME}` replaced by the environment variable NAME."""
+
+    def one(m: re.Match) -> str:
+        if m.group(1) not in os.environ:
+            raise ValueError(f"environment variable {m.group(1)} is not set: export it "
+                             "before bridge starts, or write the value here")
+        return os.environ[m.group(1)]
+
+    return _ENV_REF.sub(one, value)
 
 
 def _unit(parse: Callable[[Any], Any]) -> Callable[[Any, ConfigPath], Any]:

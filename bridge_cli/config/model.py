@@ -36,6 +36,18 @@ class Upstream:
     url: str  # scheme://host[:port][/base-path], no trailing slash
     weight: float = 1.0
     ca_file: str | None = None  # extra CA bundle to trust for this upstream's TLS
+    # How a try at this upstream rewrites the request (docs/llm-failover.md): the body's
+    # `model`, headers of its own (credentials, `${NAME}` already expanded: never log
+    # them, nor repr them), body fields set (None: dropped). Not hashed: a dict can't be.
+    model: str | None = None
+    headers: dict[str, str] = field(default_factory=dict, hash=False, repr=False)
+    params: dict[str, Any] = field(default_factory=dict, hash=False)
+    context_window: int | None = None  # tokens
+    prefill: bool = True  # False: the model rejects a trailing assistant message
+
+    def rewrites(self) -> bool:
+        """Does a try at this upstream change the body or headers the client sent?"""
+        return self.model is not None or bool(self.headers) or bool(self.params)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,8 @@ hop-by-hop headers stripped both ways.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import ssl
 import time
 from dataclasses import dataclass
@@ -93,6 +95,43 @@ def upstream_url(upstream: Upstream, path: str) -> str:
     return base + (path if path.startswith("/") else "/" + path)
 
 
+def rewritten(upstream: Upstream, req: OutboundRequest) -> OutboundRequest:
+    """The request for a try at `upstream`: its `model`, `params` and `headers` applied to
+    a copy (the next try starts from what the client sent again)."""
+    if not upstream.rewrites():
+        return req
+    headers = req.headers
+    if upstream.headers:
+        own = {k.lower() for k in upstream.headers}
+        headers = tuple((k, v) for k, v in headers if k.lower() not in own)
+        headers += tuple(upstream.headers.items())
+    body = req.body
+    if upstream.model is not None or upstream.params:
+        body = _rewritten_body(upstream, body)
+    return dataclasses.replace(req, headers=headers, body=body)
+
+
+def _rewritten_body(upstream: Upstream, body: bytes) -> bytes:
+    """A JSON object body with the upstream's model and params; any other body unchanged
+    (a compressed one too: it doesn't parse)."""
+    if body.lstrip()[:1] != b"{":
+        return body
+    try:
+        doc = json.loads(body)
+    except (ValueError, RecursionError):
+        return body
+    if not isinstance(doc, dict):
+        return body
+    if upstream.model is not None:
+        doc["model"] = upstream.model
+    for key, value in upstream.params.items():
+        if value is None:
+            doc.pop(key, None)
+        else:
+            doc[key] = value
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
+
+
 def retry_after_seconds(value: str | None, now: float) -> float | None:
     """Parse Retry-After (seconds or an HTTP date) into seconds from `now` (epoch)."""
     if not value:
@@ -140,6 +179,7 @@ async def send_once(
     """Make one try at `upstream`; never raises for network trouble, reports it instead."""
     url = upstream_url(upstream, req.path)
     host = urlsplit(url).netloc
+    req = rewritten(upstream, req)
     headers = [(k, v) for k, v in req.headers if k.lower() not in _REQUEST_SKIP]
     headers.append(("Host", host))
     started = time.monotonic()
