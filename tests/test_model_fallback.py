@@ -172,3 +172,26 @@ def test_breakers_are_per_upstream_entry_not_per_host(start_bridge, upstream):
     assert [d["model"] for d in sent(upstream)] == ["gpt-4o", "gpt-4o-mini"] * 2 + [
         "gpt-4o-mini"]
     assert breaker_moves(b, "backup") == []
+
+
+def test_an_answer_that_names_no_model_is_billed_as_the_entry_model(start_bridge, upstream):
+    """An OpenAI-compatible endpoint that leaves `model` out of its answer: the call is
+    priced as the model its entry asked for, not the one the client named."""
+
+    async def handler(request: web.Request) -> web.Response:
+        body = chat_body("x", chat_usage(1000, 500))
+        body.pop("model")
+        return web.json_response(body)
+
+    upstream.on(CHAT, handler)
+    b = start_bridge(config_yaml(entries(upstream.url, "name: backup, model: gpt-4o-mini")
+                                 + "    spend: {provider: openai}\n"))
+    openai_sdk(b).chat.completions.create(model="gpt-4o", messages=QUESTION)
+    report = {}
+
+    def settled() -> bool:
+        report.update(b.control().spend(None, "model"))
+        return report["calls"] >= 1
+
+    wait_for(settled, what="the call in the ledger")
+    assert [g["model"] for g in report["groups"]] == ["gpt-4o-mini"]

@@ -97,7 +97,14 @@ def _facts(flow: http.HTTPFlow, st: FlowState) -> policy.SpendFacts:
         faulted_without_upstream=bool(st.faults.fired) and not st.tries.upstream,
         streamed=streamed, stream_usage=st.spend.usage, served_body=st.cache.served_body,
         body=None if streamed or st.cache.served_body is not None else _json_body(resp),
-        request_model=st.spend.request_model)
+        request_model=_asked_model(st))
+
+
+def _asked_model(st: FlowState) -> str | None:
+    """The model the answering upstream was asked for: its entry's `model:` when it has
+    one (a fallback entry rewrites the request), else the one the client named."""
+    entry = next((u for u in st.route.upstreams if u.name == st.tries.upstream), None)
+    return (entry.model if entry is not None and entry.model else None) or st.spend.request_model
 
 
 def _json_body(resp: http.Response | None):
