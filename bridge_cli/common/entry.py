@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from bridge_cli.common.jsondoc import json_object
 from bridge_cli.common.redact import redact_headers, redact_text
 
 FORMAT = 1  # of a stored entry; bump on an incompatible change (old entries become misses)
@@ -350,13 +350,8 @@ MAX_DESCRIBED = 2**20  # bytes of a request body parsed to describe it (on the e
 def describe_request(body: bytes, path: str = "") -> dict | None:
     """What an LLM request asks: {"model", "prompt": the first words of its last user
     prompt, one line, API keys hidden}; None for a request that is not one."""
-    if len(body) > MAX_DESCRIBED or body.lstrip()[:1] != b"{":
-        return None
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict):
+    doc = json_object(body, MAX_DESCRIBED)
+    if doc is None:
         return None
     model = doc.get("model")
     if not isinstance(model, str):

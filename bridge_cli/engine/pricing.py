@@ -8,7 +8,6 @@ estimate a budget reserves before a request leaves.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
@@ -18,10 +17,11 @@ from typing import Any
 import genai_prices
 from genai_prices import Usage
 
+from bridge_cli.common.jsondoc import json_object
 from bridge_cli.config.model import Spend
 from bridge_cli.engine.budget import Worst
 from bridge_cli.engine.rates import total_price
-from bridge_cli.engine.streams import REWRITE, StreamObserver
+from bridge_cli.engine.streams import REWRITE, StreamObserver, sse_events
 
 MICROS = Decimal(1_000_000)
 # genai-prices needs an API flavour for OpenAI; other providers have one shape.
@@ -155,16 +155,7 @@ def flat_price(spend: Spend, method: str) -> Priced:
 
 def sse_data(chunk_text: str) -> list[Any]:
     """The JSON `data:` payloads of the complete SSE events in `chunk_text`."""
-    out = []
-    for event in chunk_text.replace("\r\n", "\n").split("\n\n"):
-        data = "\n".join(line[5:].lstrip() for line in event.split("\n") if line.startswith("data:"))
-        if not data or data == "[DONE]":
-            continue
-        try:
-            out.append(json.loads(data))
-        except (ValueError, RecursionError):
-            continue
-    return out
+    return [doc for _, doc in sse_events(chunk_text)]
 
 
 class StreamUsage(StreamObserver):
@@ -263,13 +254,7 @@ def _count(v) -> int | None:
 
 
 def _request_doc(body: bytes) -> dict:
-    if body[:1] not in (b"{", b"["):
-        return {}
-    try:
-        parsed = json.loads(body)
-    except (ValueError, RecursionError):  # not JSON, or nested past Python's limit
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
+    return json_object(body) or {}  # not JSON, nested past Python's limit: nothing to read
 
 
 def worst_case(spend: Spend, method: str, body: bytes, pricing: tuple[dict, ...] = (),

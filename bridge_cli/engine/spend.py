@@ -10,6 +10,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from bridge_cli.common.jsondoc import json_object
 from bridge_cli.common.redact import redact_url
 from bridge_cli.config.model import Budget, Config, Route, Spend
 from bridge_cli.engine.pricing import (
@@ -39,23 +40,15 @@ def request_model(path: str, body: bytes) -> str | None:
     path = path.split("?")[0]
     if "/models/" in path:
         return path.split("/models/", 1)[1].split(":", 1)[0].split("/", 1)[0] or None
-    if body[:1] == b"{":
-        try:
-            model = json.loads(body).get("model")
-            return model if isinstance(model, str) else None
-        except (ValueError, AttributeError, RecursionError):
-            return None
-    return None
+    model = (json_object(body) or {}).get("model")
+    return model if isinstance(model, str) else None
 
 
 def with_usage_requested(body: bytes) -> bytes | None:
     """An OpenAI streaming request body that also asks for usage, or None when it is not a
     stream or already asks (then nothing needs stripping either)."""
-    try:
-        doc = json.loads(body or b"")
-    except (ValueError, RecursionError):
-        return None
-    if not isinstance(doc, dict) or doc.get("stream") is not True:
+    doc = json_object(body)
+    if doc is None or doc.get("stream") is not True:
         return None
     opts = doc.get("stream_options") or {}
     if not isinstance(opts, dict):

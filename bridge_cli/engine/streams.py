@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
+
+from bridge_cli.common.jsondoc import json_value
 
 READ_UPSTREAM, REWRITE, READ_DELIVERED = 0, 1, 2
 
@@ -88,4 +91,25 @@ def pass_end(observers: tuple[StreamObserver, ...]) -> bytes:
             for later in observers[i + 1:]:
                 rest = later.piece(rest)
             out += rest
+    return out
+
+
+def sse_events(text: str) -> list[tuple[str, Any]]:
+    """(event type, JSON data) of each complete-enough Server-Sent Event in `text`: the
+    type is its `event:` line ('message' without one); events whose data is `[DONE]` or
+    not JSON are left out."""
+    out = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        kind, data = "message", []
+        for line in block.split("\n"):
+            if line.startswith("event:"):
+                kind = line[6:].strip() or "message"
+            elif line.startswith("data:"):
+                data.append(line[5:].lstrip())
+        joined = "\n".join(data)
+        if not joined or joined == "[DONE]":
+            continue
+        doc = json_value(joined)
+        if doc is not None:
+            out.append((kind, doc))
     return out

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable
 
 from bridge_cli.config.model import Timeout
 from bridge_cli.engine.attempts import RESET, TIMEOUT, Outcome
-from bridge_cli.engine.chaos import Hit
+from bridge_cli.engine.chaos import Hit, Shaping, corrupt_body
 from bridge_cli.proxy.outbound import UpstreamResponse, retry_after_seconds
 
 HANG_FOREVER = 3600.0  # seconds: `hang: true` at the client stage waits at most this
@@ -86,3 +87,14 @@ async def client_fault(hit: Hit, final: Outcome, shaping, clock, sleep: Sleep,
     if hit.shaping is not None:
         shaping = hit.shaping if shaping is None else shaping.merge(hit.shaping)
     return final, shaping, None
+
+
+def corrupt_buffered(up: UpstreamResponse, shaping: Shaping | None) -> Shaping | None:
+    """Apply a `corrupt` fault to a buffered body in place; the shaping left for the
+    forwarder (None when corrupting was all of it). A stream is corrupted on its way."""
+    if shaping is None or not shaping.corrupt or up.body is None:
+        return shaping
+    ctype = dict((k.lower(), v) for k, v in up.headers).get("content-type", "")
+    up.body = corrupt_body(up.body, ctype)
+    rest = dataclasses.replace(shaping, corrupt=False)
+    return None if rest == Shaping() else rest

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import ssl
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import aiohttp
 
 from bridge_cli.config.model import Timeout, Upstream
 from bridge_cli.engine.attempts import CONNECT, RESET, TIMEOUT, Outcome
+from bridge_cli.engine.rewrite import for_upstream
 
 HOP_BY_HOP = frozenset(
     {
@@ -96,40 +96,12 @@ def upstream_url(upstream: Upstream, path: str) -> str:
 
 
 def rewritten(upstream: Upstream, req: OutboundRequest) -> OutboundRequest:
-    """The request for a try at `upstream`: its `model`, `params` and `headers` applied to
-    a copy (the next try starts from what the client sent again)."""
+    """The request for a try at `upstream` (engine/rewrite.py decides), as a copy: the
+    next try starts from what the client sent again."""
     if not upstream.rewrites():
         return req
-    headers = req.headers
-    if upstream.headers:
-        own = {k.lower() for k in upstream.headers}
-        headers = tuple((k, v) for k, v in headers if k.lower() not in own)
-        headers += tuple(upstream.headers.items())
-    body = req.body
-    if upstream.model is not None or upstream.params:
-        body = _rewritten_body(upstream, body)
+    headers, body = for_upstream(upstream, tuple(req.headers), req.body)
     return dataclasses.replace(req, headers=headers, body=body)
-
-
-def _rewritten_body(upstream: Upstream, body: bytes) -> bytes:
-    """A JSON object body with the upstream's model and params; any other body unchanged
-    (a compressed one too: it doesn't parse)."""
-    if body.lstrip()[:1] != b"{":
-        return body
-    try:
-        doc = json.loads(body)
-    except (ValueError, RecursionError):
-        return body
-    if not isinstance(doc, dict):
-        return body
-    if upstream.model is not None:
-        doc["model"] = upstream.model
-    for key, value in upstream.params.items():
-        if value is None:
-            doc.pop(key, None)
-        else:
-            doc[key] = value
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:

@@ -8,9 +8,17 @@ store/drift.py keeps baselines and findings (a change raised once, counted after
 """
 
 from bridge_cli.engine.drift.baseline import MIN_OBSERVATIONS, Baseline
+from bridge_cli.engine.drift.bodies import (
+    MAX_BODY,
+    block_message,
+    blocking,
+    document,
+    stream_documents,
+)
 from bridge_cli.engine.drift.check import check
 from bridge_cli.engine.drift.finding import KINDS, SEVERITY, Finding, is_breaking
 from bridge_cli.engine.drift.paths import ID_SEGMENT, endpoint, template
 
-__all__ = ["ID_SEGMENT", "KINDS", "MIN_OBSERVATIONS", "SEVERITY", "Baseline", "Finding",
-           "check", "endpoint", "is_breaking", "template"]
+__all__ = ["ID_SEGMENT", "KINDS", "MAX_BODY", "MIN_OBSERVATIONS", "SEVERITY", "Baseline",
+           "Finding", "block_message", "blocking", "check", "document", "endpoint",
+           "is_breaking", "stream_documents", "template"]

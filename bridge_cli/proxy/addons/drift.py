@@ -9,7 +9,6 @@ the keep addon (a blocked answer is never cached)."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 from mitmproxy import http
@@ -24,20 +23,6 @@ from bridge_cli.proxy.flowstate import FlowState, routed, state_of
 from bridge_cli.proxy.respond import apply_reply
 
 log = logging.getLogger("bridge.drift")
-MAX_BODY = 2 << 20  # bytes: larger bodies are not parsed for drift
-JSON_TYPES = ("application/json", "application/problem+json")
-
-
-def _json(body: bytes | None, ctype: str | None) -> object:
-    """The JSON document of a body, or None when it isn't JSON (or too big to check)."""
-    if not body or len(body) > MAX_BODY:
-        return None
-    if ctype is not None and not ctype.split(";")[0].strip().lower().endswith(("json",)):
-        return None
-    try:
-        return json.loads(body)
-    except (ValueError, RecursionError, UnicodeDecodeError):
-        return None
 
 
 class DriftAddon:
@@ -59,7 +44,8 @@ class DriftAddon:
             return
         template = policy.template(flow.request.path)
         if route.drift.requests and route.drift.schema is None:
-            doc = _json(flow.request.raw_content, flow.request.headers.get("content-type"))
+            doc = policy.document(flow.request.raw_content,
+                                  flow.request.headers.get("content-type"))
             if doc is not None:
                 self._learn(st, route, policy.endpoint(st.method, template, "request"), doc)
         st.stream.observers.append(EventReader(self, st, route, template))
@@ -73,18 +59,16 @@ class DriftAddon:
             return  # streams: EventReader; errors are not the upstream's shape
         if st.cache.served_body is not None:
             return  # an answer bridge stored was checked when it was fresh
-        doc = _json(resp.raw_content, resp.headers.get("content-type"))
+        doc = policy.document(resp.raw_content, resp.headers.get("content-type"))
         if doc is None:
             return
         route = st.route
         endpoint = policy.endpoint(st.method, policy.template(flow.request.path))
         found = self._learn(st, route, endpoint, doc)
-        if route.drift.action == "block" and policy.is_breaking(found):
-            f = next(f for f in found if f.severity == "breaking")
-            apply_reply(flow, error_reply(
-                "schema_drift", f"{route.name} {endpoint}: the answer changed shape at "
-                f"{f.path} ({f.before} → {f.after}); `bridge drift` lists it, "
-                "`bridge drift accept` takes the new shape", extra={"finding": f.to_dict()}))
+        breaking = policy.blocking(found) if route.drift.action == "block" else None
+        if breaking is not None:
+            apply_reply(flow, error_reply("schema_drift", policy.block_message(route.name, breaking),
+                                          extra={"finding": breaking.to_dict()}))
 
     def _learn(self, st: FlowState, route: Route, endpoint: str, doc: object) -> list:
         """Check (a supplied schema) or learn-and-compare one document; every breaking or
@@ -126,31 +110,13 @@ class EventReader(StreamObserver):
     def piece(self, data: bytes) -> bytes:
         if not self.too_big:
             self.buf += data
-            if len(self.buf) > MAX_BODY:
+            if len(self.buf) > policy.MAX_BODY:
                 self.too_big, self.buf = True, bytearray()
         return data
 
     def complete(self) -> None:
         if self.too_big or not self.buf:
             return
-        for kind, doc in _sse_events(bytes(self.buf)):
+        for kind, doc in policy.stream_documents(bytes(self.buf)):
             endpoint = policy.endpoint(self.st.method, self.template, f"event:{kind}")
             self.addon._learn(self.st, self.route, endpoint, doc)
-
-
-def _sse_events(raw: bytes) -> list[tuple[str, object]]:
-    """(event type, JSON data) of each SSE event ('message' when it names none)."""
-    out = []
-    for block in raw.replace(b"\r\n", b"\n").split(b"\n\n"):
-        kind, data = "message", []
-        for line in block.split(b"\n"):
-            if line.startswith(b"event:"):
-                kind = line[6:].strip().decode("utf-8", "replace") or "message"
-            elif line.startswith(b"data:"):
-                data.append(line[5:].strip())
-        if not data or data == [b"[DONE]"]:
-            continue
-        doc = _json(b"\n".join(data), None)
-        if isinstance(doc, dict | list):
-            out.append((kind, doc))
-    return out

@@ -8,16 +8,14 @@ bridge's JSON errors.
 
 from __future__ import annotations
 
-import dataclasses
-
 from mitmproxy import http
 
 from bridge_cli.config.model import Route
 from bridge_cli.engine.attempts import BREAKER_OPEN, AttemptLoop, Outcome
-from bridge_cli.engine.chaos import Shaping, corrupt_body
+from bridge_cli.engine.chaos import Shaping
 from bridge_cli.engine.clock import Clock
 from bridge_cli.engine.replies import conclude
-from bridge_cli.proxy.faults import client_fault, faulted_try
+from bridge_cli.proxy.faults import client_fault, corrupt_buffered, faulted_try
 from bridge_cli.proxy.flowstate import FlowState, routed, state_of
 from bridge_cli.proxy.forwarder import Forwarder, Handoff
 from bridge_cli.proxy.outbound import OutboundRequest, send_once
@@ -113,12 +111,7 @@ class UpstreamAddon:
     def _apply_response(self, flow: http.HTTPFlow, st: FlowState, final: Outcome,
                         shaping: Shaping | None) -> None:
         up = final.handle
-        if shaping is not None and shaping.corrupt and up.body is not None:
-            ctype = dict((k.lower(), v) for k, v in up.headers).get("content-type", "")
-            up.body = corrupt_body(up.body, ctype)
-            shaping = dataclasses.replace(shaping, corrupt=False)
-            if shaping == Shaping():
-                shaping = None
+        shaping = corrupt_buffered(up, shaping)
         if shaping is not None and shaping.slow_first_byte:
             st.tries.waited_s += shaping.slow_first_byte  # the fault's wait, not overhead
         respond(flow, st, up, self.forwarder, Handoff(
