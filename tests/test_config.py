@@ -191,7 +191,8 @@ def test_all_errors_are_reported_sorted_by_line_one_per_line():
     assert "routes[0].strategy: expected one of fallback" in lines[2]
     assert "(did you mean 'fallback'?)" in lines[2]
     assert lines[3].endswith(
-        'expected a duration like 30s, or a mapping {connect: 5s, total: 60s}, got "soon"'
+        'expected a duration like 30s, or a mapping {connect: 5s, total: 60s, first_token: 10s, '
+        'idle: 15s}, got "soon"'
     )
     assert lines[4] == "bridge.yaml:8: unknown key 'routs' (did you mean 'routes'?)"
 
@@ -219,7 +220,7 @@ def test_missing_version_and_legacy_v1_config_say_what_to_do():
         "bridge.yaml:1: missing required key 'version' (add `version: 2` at the top)"
     ]
     (line,) = errors_of("connectors:\n  openai: {providers: []}\n")
-    assert "version 1 config" in line and "version: 2" in line and "migrate" not in line
+    assert "version 1 config" in line and "bridge migrate bridge.yaml --write" in line
     (line,) = errors_of("version: 1\n")
     assert line.startswith("bridge.yaml:1: version: expected 2, got 1")
 

@@ -157,7 +157,7 @@ class _Builder:
             **self.fields(
                 value,
                 path,
-                {"connect": _unit(units.parse_duration), "total": _unit(units.parse_duration)},
+                {k: _unit(units.parse_duration) for k in ("connect", "total", "first_token", "idle")},
             )
         )
 

@@ -53,10 +53,18 @@ class Upstream:
 @dataclass(frozen=True)
 class Timeout:
     """Per-try timeouts, seconds. `total` bounds a whole non-streamed try; on a stream
-    it bounds the time to the first byte and then each idle gap."""
+    it bounds the time to the first byte and then each idle gap, unless `first_token`
+    (request sent -> headers and, on a stream, its first data event) and `idle` (the
+    longest gap between pieces of a stream) say otherwise."""
 
     connect: float = 10.0
     total: float = 60.0
+    first_token: float | None = None
+    idle: float | None = None
+
+    @property
+    def stream_idle(self) -> float:
+        return self.idle if self.idle is not None else self.total
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,9 @@ class Route:
     listen: Listen | None = None
     match: Match | None = None
     strategy: str = "fallback"  # fallback | weighted | round_robin | least_latency
+    llm: str | None = None  # openai | anthropic: errors read by meaning, streams recovered
+    stream_recovery: str | None = None  # continue | off; None: continue on an llm route
+    stream_repair: bool | None = None  # drop malformed SSE events; None: on for llm routes
     timeout: Timeout = field(default_factory=Timeout)
     retry: Retry | None = None
     breaker: Breaker | None = None
@@ -183,6 +194,16 @@ class Route:
     spend: Spend | None = None
     budget: Budget | None = None
     drift: Drift | None = None
+
+    @property
+    def recovers_streams(self) -> bool:
+        if self.stream_recovery is None:
+            return self.llm is not None
+        return self.stream_recovery == "continue"
+
+    @property
+    def repairs_streams(self) -> bool:
+        return self.llm is not None if self.stream_repair is None else self.stream_repair
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,4 @@ that makes its feature work.
 
 UNENFORCED: set[str] = {
     "routes[].rate_limit",
-    "routes[].upstreams[].context_window",
-    "routes[].upstreams[].prefill",
 }

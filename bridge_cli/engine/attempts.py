@@ -17,9 +17,14 @@ from typing import Any, Protocol
 from bridge_cli.config.model import DEFAULT_RETRY_ON, IDEMPOTENT_METHODS, Retry, Route, Upstream
 from bridge_cli.engine.backoff import backoff_delay
 from bridge_cli.engine.events import TryRecord
+from bridge_cli.engine.llm.errors import CONTENT_FILTER, CONTEXT_LENGTH, OVERLOADED
 
 # Failure kinds a try can end with, besides a response.
 CONNECT, RESET, TIMEOUT, BREAKER_OPEN = "connect", "reset", "timeout", "breaker_open"
+# A silent upstream (timeout.first_token / timeout.idle): asking it again only doubles the
+# wait, so these move straight to the next upstream, whatever `retry.on` lists.
+FIRST_TOKEN, IDLE = "first_token", "idle"
+STALLED = (FIRST_TOKEN, IDLE)
 
 
 @dataclass
@@ -36,6 +41,7 @@ class Outcome:
     fault: str | None = None  # the injected fault that produced this outcome
     shaping: Any = None  # response-side faults to apply if this answer reaches the client
     detail: str = ""
+    meaning: str | None = None  # an LLM error read by meaning (engine/llm/errors.py)
 
     @property
     def label(self) -> str:
@@ -106,17 +112,27 @@ class AttemptLoop:
         on = self.retry.on if self.route.retry else DEFAULT_RETRY_ON
         if outcome.kind == BREAKER_OPEN:
             return True
-        if outcome.label not in on:
+        if outcome.meaning == CONTENT_FILTER:
+            return CONTENT_FILTER in on  # never by default: the same prompt meets the same filter
+        if outcome.meaning in (CONTEXT_LENGTH, OVERLOADED) and self.route.llm:
+            return True  # a larger model, or a less busy one, may answer (never_left below)
+        if outcome.label not in on and outcome.kind not in STALLED:
             return False
         # `retry.methods` adds to the idempotent methods, which are always safe to resend.
         if method in IDEMPOTENT_METHODS or method in self.retry.methods:
             return True
-        # A non-idempotent request moves on only when it provably never left.
-        return outcome.never_left
+        # A non-idempotent request moves on only when it provably never left (an LLM
+        # route's error answer or silent stream: the call produced nothing to bill).
+        return outcome.never_left or (self.route.llm is not None
+                                      and (outcome.kind in STALLED or outcome.meaning is not None))
 
     def _same_upstream_can_help(self, outcome: Outcome, others_left: bool) -> bool:
-        if outcome.kind == BREAKER_OPEN:
+        if outcome.kind == BREAKER_OPEN or outcome.kind in STALLED:
             return False
+        if outcome.meaning in (CONTEXT_LENGTH, CONTENT_FILTER):
+            return False  # the same model gives the same answer
+        if outcome.meaning == OVERLOADED and others_left:
+            return False  # fail over now rather than wait on a busy provider
         if outcome.kind == CONNECT and outcome.never_left and others_left:
             return False  # refused: another upstream is a better bet than waiting
         return True
@@ -128,9 +144,13 @@ class AttemptLoop:
         last: Outcome | None = None
         last_up: Upstream | None = None
         any_attempted = False
+        too_long: Upstream | None = None  # the upstream whose model found the prompt too long
         for index, upstream in enumerate(order):
             others_left = index < len(order) - 1
-            for attempt in range(self.retry.attempts):
+            if too_long is not None and not _larger(upstream, too_long):
+                continue  # a model no larger than the one that refused the prompt
+            attempts = 1 if too_long is not None else self.retry.attempts
+            for attempt in range(attempts):
                 if self.client_gone():
                     return AttemptResult(last or Outcome(RESET, detail="client gone"),
                                          last_up, tries, client_gone=True)
@@ -147,22 +167,15 @@ class AttemptLoop:
                 any_attempted = True
                 last, last_up = outcome, upstream
                 retryable = self._retryable(method, outcome)
-                tries.append(
-                    TryRecord(
-                        upstream.name,
-                        "ok" if outcome.kind == "response" and not retryable else outcome.label,
-                        outcome.status,
-                        round(outcome.duration * 1000, 3),
-                        outcome.fault,
-                    )
-                )
+                tries.append(_record(upstream, outcome, retryable))
                 if self.guard is not None:
                     self.guard.record(upstream, outcome)
                 if not retryable:
                     return AttemptResult(outcome, upstream, tries)
-                if attempt + 1 >= self.retry.attempts:
-                    break
-                if not self._same_upstream_can_help(outcome, others_left):
+                if outcome.meaning == CONTEXT_LENGTH and too_long is None:
+                    too_long = upstream
+                if attempt + 1 >= attempts or not self._same_upstream_can_help(outcome,
+                                                                                others_left):
                     break
                 wait = self._wait_before_retry(outcome, attempt)
                 if wait is None:
@@ -179,3 +192,17 @@ class AttemptLoop:
         if outcome.retry_after is not None and self.retry.respect_retry_after:
             return outcome.retry_after if outcome.retry_after <= b.max else None
         return backoff_delay(attempt, b.initial, b.max, b.jitter, self.rng)
+
+
+def _record(upstream: Upstream, outcome: Outcome, retryable: bool) -> TryRecord:
+    label = "ok" if outcome.kind == "response" and not retryable else outcome.label
+    return TryRecord(upstream.name, label, outcome.status, round(outcome.duration * 1000, 3),
+                     outcome.fault)
+
+
+def _larger(candidate: Upstream, refused: Upstream) -> bool:
+    """May `candidate` take a prompt `refused`'s model found too long? A larger context
+    window may; where either window is unknown, one try finds out."""
+    if candidate.context_window is None or refused.context_window is None:
+        return True
+    return candidate.context_window > refused.context_window

@@ -71,6 +71,8 @@ def sse_error_event(kind: str, message: str) -> bytes:
 # last try failed: (error type, what happened).
 _FAILED_TRY = {
     "timeout": ("upstream_timeout", "did not answer in time"),
+    "first_token": ("upstream_timeout", "sent no first token in time"),
+    "idle": ("upstream_timeout", "stalled mid-stream"),
     "connect": ("upstream_unreachable", "could not be reached"),
     "reset": ("upstream_reset", "dropped the connection"),
 }

@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from bridge_cli.engine.chaos import Shaping
+from bridge_cli.engine.llm.sse import EventCutter
+from bridge_cli.engine.llm.stream import DROP, FAILED, LlmStream
 from bridge_cli.engine.replies import sse_error_event
 from bridge_cli.engine.streams import StreamObserver, pass_end, pass_piece
 from bridge_cli.proxy.outbound import UpstreamResponse
+from bridge_cli.proxy.stream_recovery import Recovery
 
 log = logging.getLogger("bridge.forwarder")
 PATH_PREFIX = "/_bridge/stream/"
@@ -43,6 +46,8 @@ class Handoff:
     # Declared by the addons on the request's record (cache capture, usage, stripping),
     # in the order pieces pass them (engine/streams.py).
     observers: tuple[StreamObserver, ...] = ()
+    llm: LlmStream | None = None  # an LLM route's SSE answer, read event by event
+    recovery: Recovery | None = None  # how to continue it if it breaks (stream_recovery)
     created: float = field(default_factory=time.monotonic)
     bytes_sent: int = 0
     outcome: str = "pending"  # complete | cut | idle_timeout | client_gone
@@ -124,9 +129,8 @@ class Forwarder:
             pieces = _pieces(handoff, shaping)
             await self._pipe(out, handoff, shaping, pieces)
         except _IdleTimeout:
-            handoff.outcome = "idle_timeout"
-            await self._end_broken(out, handoff, "upstream_timeout",
-                                   f"upstream sent nothing for {handoff.idle_timeout:g}s")
+            await self._broken(out, handoff, "idle_timeout", "upstream_timeout",
+                               f"the upstream stalled: nothing for {handoff.idle_timeout:g}s")
         except (ConnectionResetError, asyncio.CancelledError) as gone:
             handoff.outcome = "client_gone"
             if pieces is not None and any(o.wants_whole for o in handoff.observers):
@@ -138,9 +142,11 @@ class Forwarder:
             if isinstance(gone, asyncio.CancelledError):
                 raise
             return out  # the client left: nothing to tell it, nothing to log
+        except _Failed as e:
+            await self._broken(out, handoff, "cut", "upstream_reset", str(e))
         except Exception as e:  # upstream cut mid-body
-            handoff.outcome = "cut"
-            await self._end_broken(out, handoff, "upstream_reset", f"upstream stream broke: {e}")
+            await self._broken(out, handoff, "cut", "upstream_reset",
+                               f"upstream stream broke: {type(e).__name__} {e}".strip())
         finally:
             if not draining:
                 if up.raw is not None:
@@ -156,10 +162,7 @@ class Forwarder:
         limit = shaping.truncate_at(length)
         async for piece in pieces:
             if piece is _CUT:
-                handoff.outcome = "cut"
-                await self._end_broken(out, handoff, "upstream_reset",
-                                       "the upstream stream was cut (injected fault)")
-                return
+                raise _Failed("the upstream stream was cut (injected fault)")
             piece = pass_piece(handoff.observers, piece)
             if limit is not None and handoff.bytes_sent + len(piece) >= limit:
                 await _write(out, piece[: max(0, limit - handoff.bytes_sent)], shaping, handoff)
@@ -168,16 +171,50 @@ class Forwarder:
                                        "the upstream body was cut short (injected fault)")
                 return
             await _write(out, piece, shaping, handoff)
+        llm = handoff.llm
+        if llm is not None and llm.provider and not llm.done:
+            if not llm.finished:
+                raise _Failed("the upstream ended the stream before its finish event")
+            # The answer finished but the terminator never came: end it now, not at a timeout.
+            await _write(out, pass_piece(handoff.observers, llm.terminator()), shaping, handoff)
         await _write(out, pass_end(handoff.observers), shaping, handoff)
         await out.write_eof()
         handoff.complete()
+
+    async def _broken(self, out: web.StreamResponse, handoff: Handoff, outcome: str, kind: str,
+                      message: str) -> None:
+        """A stream broke after its headers reached the client: continue it where the
+        route says so and it can be, else end it with an in-band error."""
+        handoff.outcome = outcome
+        llm, recovery = handoff.llm, handoff.recovery
+        if llm is not None and recovery is not None and out.prepared and not handoff.raw_cut:
+            plain = Shaping()
+
+            async def emit(data: bytes) -> None:
+                await _write(out, pass_piece(handoff.observers, data), plain, handoff)
+
+            if llm.finished and not llm.done:
+                await emit(llm.terminator())
+                recovered = True
+            else:
+                recovered = llm.can_continue and await recovery.run(llm, emit)
+            if recovered:
+                log.warning("route '%s': a broken stream was continued at '%s' (%s)",
+                            recovery.route.name, recovery.upstream, message)
+                await _write(out, pass_end(handoff.observers), plain, handoff)
+                await out.write_eof()
+                handoff.complete()
+                return
+        await self._end_broken(out, handoff, kind, message)
 
     async def _end_broken(self, out: web.StreamResponse, handoff: Handoff, kind: str,
                           message: str) -> None:
         """Never end a broken stream as if it succeeded."""
         if handoff.is_sse and out.prepared and not handoff.raw_cut:
+            event = (handoff.llm.error_event(kind, message) if handoff.llm is not None
+                     else sse_error_event(kind, message))
             try:
-                await out.write(sse_error_event(kind, message))
+                await out.write(event)
                 await out.write_eof()
                 return
             except Exception:
@@ -192,6 +229,11 @@ class Forwarder:
 
 class _IdleTimeout(Exception):
     """The upstream sent nothing for longer than the idle timeout."""
+
+
+class _Failed(Exception):
+    """The upstream's stream failed in a way bridge saw: a cut, an in-band error, an end
+    before the answer finished."""
 
 
 _CUT = object()  # marker from _sse_events: cut the stream here
@@ -245,7 +287,31 @@ def _pieces(handoff: Handoff, shaping: Shaping):
     pieces = _replay(handoff) if handoff.events is not None else _chunks(handoff)
     if handoff.is_sse and (shaping.sse_cut_after is not None or shaping.sse_delay):
         pieces = _sse_events(pieces, shaping)
+    if handoff.llm is not None and handoff.is_sse:
+        pieces = _llm_events(pieces, handoff.llm)
     return pieces
+
+
+async def _llm_events(pieces, stream: LlmStream):
+    """An LLM stream event by event: malformed ones dropped (stream_repair), an in-band
+    upstream error raised as a failure, the stream's state kept for the end and recovery."""
+    cutter = EventCutter()
+    async for piece in pieces:
+        if piece is _CUT:
+            yield piece
+            return
+        for event in cutter.feed(piece):
+            verdict = stream.accept(event)
+            if verdict.action == DROP:
+                log.warning("dropped a malformed stream event (%s): %r", verdict.message,
+                            event[:120])
+                continue
+            if verdict.action == FAILED:
+                raise _Failed(f"the upstream sent an error mid-stream: {verdict.message}")
+            yield event
+    rest = cutter.rest()
+    if rest.strip() and not stream.repair:
+        yield rest  # an event the upstream never finished, passed on as it came
 
 
 async def _replay(handoff: Handoff):

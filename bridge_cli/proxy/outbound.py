@@ -19,7 +19,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from bridge_cli.config.model import Timeout, Upstream
-from bridge_cli.engine.attempts import CONNECT, RESET, TIMEOUT, Outcome
+from bridge_cli.engine.attempts import CONNECT, FIRST_TOKEN, RESET, TIMEOUT, Outcome
+from bridge_cli.engine.llm.sse import EventCutter, read_event
 from bridge_cli.engine.rewrite import for_upstream
 
 HOP_BY_HOP = frozenset(
@@ -147,8 +148,14 @@ async def send_once(
     upstream: Upstream,
     req: OutboundRequest,
     timeout: Timeout,
+    *,
+    first_token: float | None = None,
+    hold_sse: bool = False,
 ) -> Outcome:
-    """Make one try at `upstream`; never raises for network trouble, reports it instead."""
+    """Make one try at `upstream`; never raises for network trouble, reports it instead.
+    `first_token`: seconds from sending to the response headers and (`hold_sse`) the first
+    SSE data event, which is read before this returns so a try that dies before it is a
+    failed try, not a broken stream the client has already seen the start of."""
     url = upstream_url(upstream, req.path)
     host = urlsplit(url).netloc
     req = rewritten(upstream, req)
@@ -166,13 +173,16 @@ async def send_once(
                 ssl=_ssl_context(upstream.ca_file),
                 timeout=aiohttp.ClientTimeout(sock_connect=timeout.connect),
             ),
-            timeout.total,
+            first_token or timeout.total,
         )
     except aiohttp.ConnectionTimeoutError:
         # The connection never opened: a timeout, and the request provably never left.
         return Outcome(TIMEOUT, duration=time.monotonic() - started, never_left=True,
                        detail=f"connect timed out after {timeout.connect:g}s: {host}")
     except (TimeoutError, aiohttp.ServerTimeoutError):
+        if first_token:
+            return Outcome(FIRST_TOKEN, duration=time.monotonic() - started,
+                           detail=f"no first token within {first_token:g}s: {host}")
         return Outcome(TIMEOUT, duration=time.monotonic() - started, detail=f"timed out: {url}")
     except aiohttp.ClientConnectorError as e:
         # Refused or unresolvable: the request provably never reached the upstream.
@@ -181,18 +191,11 @@ async def send_once(
     except (aiohttp.ClientError, OSError) as e:
         return Outcome(RESET, duration=time.monotonic() - started, detail=f"{type(e).__name__}: {e}")
 
-    body: bytes | None = b""
-    if req.method == "HEAD":
-        raw.release()
-    elif wants_stream(raw.status, raw.headers):
-        body = None  # left open: the forwarder streams it
-    else:
-        body = await _read_body(raw, timeout.total - (time.monotonic() - started), url)
-        if isinstance(body, str):
-            return Outcome(TIMEOUT if body.startswith("body timed out") else RESET,
-                           duration=time.monotonic() - started, detail=body)
+    body = await _body(raw, req.method, timeout, started, first_token, hold_sse, url)
+    if isinstance(body, Outcome):
+        return body
     prefix = b""
-    if isinstance(body, Overflow):  # no declared length, and more than we buffer: stream
+    if isinstance(body, Overflow):  # streamed after all: what was read goes first
         body, prefix = None, body.head
     return Outcome(
         "response",
@@ -202,6 +205,62 @@ async def send_once(
         handle=UpstreamResponse(raw.status, _response_headers(raw), body, raw, prefix),
         release=raw.close,
     )
+
+
+async def _body(raw: aiohttp.ClientResponse, method: str, timeout: Timeout, started: float,
+                first_token: float | None, hold_sse: bool, url: str
+                ) -> bytes | Overflow | None | Outcome:
+    """The answer's body: read whole, left open to stream (None), begun (an Overflow whose
+    head goes first), or the try's failure while reading it."""
+    if method == "HEAD":
+        raw.release()
+        return b""
+    if wants_stream(raw.status, raw.headers):
+        if not (hold_sse and raw.status < 300 and _is_sse(raw)):
+            return None  # left open: the forwarder streams it
+        limit = (first_token or timeout.total) - (time.monotonic() - started)
+        head = await _first_event(raw, limit)
+        if isinstance(head, bytes):
+            return Overflow(head)  # handed on as the stream's prefix
+        kind, detail = head
+        return Outcome(kind, duration=time.monotonic() - started,
+                       detail=f"{detail}: {urlsplit(url).netloc}")
+    body = await _read_body(raw, timeout.total - (time.monotonic() - started), url)
+    if isinstance(body, str):
+        return Outcome(TIMEOUT if body.startswith("body timed out") else RESET,
+                       duration=time.monotonic() - started, detail=body)
+    return body
+
+
+def _is_sse(raw: aiohttp.ClientResponse) -> bool:
+    return raw.headers.get("Content-Type", "").lower().startswith("text/event-stream")
+
+
+async def _first_event(raw: aiohttp.ClientResponse, limit: float
+                       ) -> bytes | tuple[str, str]:
+    """Everything up to and including the stream's first data event (the bytes exactly as
+    they came), or how the wait failed: (FIRST_TOKEN | RESET, what happened)."""
+    cutter, parts = EventCutter(), []
+
+    async def read() -> bytes | None:
+        while chunk := await raw.content.readany():
+            parts.append(chunk)
+            if any(read_event(ev).data is not None for ev in cutter.feed(chunk)):
+                return b"".join(parts)
+        return None
+
+    try:
+        head = await asyncio.wait_for(read(), max(limit, 0.001))
+    except TimeoutError:
+        raw.close()
+        return FIRST_TOKEN, f"stream sent no data event within {limit:g}s"
+    except (aiohttp.ClientError, OSError) as e:
+        raw.close()
+        return RESET, f"stream broke before its first event ({type(e).__name__})"
+    if head is None:
+        raw.close()
+        return RESET, "stream ended before its first event"
+    return head
 
 
 @dataclass(frozen=True)

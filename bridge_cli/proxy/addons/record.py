@@ -74,7 +74,9 @@ def flow_event(flow: http.HTTPFlow, st: FlowState) -> FlowEvent:
         overhead_ms=_float(resp.headers.get("x-bridge-overhead-ms")) if resp else None,
         attempts=st.tries.attempts if st.tries.attempts is not None else
         (1 if resp is not None else 0),
-        tries=st.tries.tries,
+        # a broken stream's continuation tries follow the attempt loop's
+        tries=st.tries.tries + (tuple(handoff.recovery.tries)
+                                if handoff is not None and handoff.recovery else ()),
         error=error,
         streamed=st.stream.streamed,
         request_bytes=st.request_bytes,
