@@ -37,7 +37,10 @@ control:
 routes: []
 """
 
-# Until `bridge migrate` exists, what to do with a version 1 file, by hand.
+# What to do with ApiBridge's connectors.yaml (docs/migrate.md).
+V1_MIGRATE = ("convert it with `bridge migrate FILE --write` (the old file is kept as "
+              "FILE.bak; without --write it only shows the change)")
+# A `version: 1` file without connectors has nothing to convert: by hand.
 V1_HOW = (
     "set `version: 2` and write each connector as a route under `routes:`, its providers "
     "as `upstreams:` (`bridge init --list` shows ready routes; docs/config.md has every key)"
@@ -140,7 +143,7 @@ def _load(text: str, source: str, base_dir: Path | None) -> tuple[dict, Config]:
         )
     if "version" not in data and "connectors" in data:
         raise ConfigError(f"{source}:1: this is a version 1 config (ApiBridge's "
-                          f"connectors.yaml), which bridge can't convert yet: {V1_HOW}")
+                          f"connectors.yaml): {V1_MIGRATE.replace('FILE', source)}")
     lines = [
         _line(doc, *problem)
         for error in _validator().iter_errors(data)
@@ -185,7 +188,7 @@ def _schema_problems(error: ValidationError) -> list[tuple[ConfigPath, ConfigPat
         ]
     if path == ("version",) and instance == 1:
         return [(path, path, "expected 2, got 1: version 1 is ApiBridge's connectors.yaml, "
-                             f"which bridge can't convert yet; {V1_HOW}")]
+                             f"and this file has no connectors to convert; {V1_HOW}")]
     if isinstance(schema_, dict) and "x-message" in schema_:
         return [(path, path, schema_["x-message"].format(got=_show(instance)))]
     if kind == "minItems":
