@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 
 from bridge_cli import __version__
-from bridge_cli.cli import basics, up
+from bridge_cli.cli import basics, dash, demo, diff, migrate, up
 from bridge_cli.cli.cache import cache_app
 from bridge_cli.cli.chaos import chaos_app
 from bridge_cli.cli.drift import drift_app
@@ -30,6 +30,10 @@ app.command("init")(basics.init)
 app.command("validate")(basics.validate)
 app.command("ca")(basics.ca)
 app.command("status")(basics.status)
+app.command("dash")(dash.dash)
+app.command("diff")(diff.diff)
+app.command("migrate")(migrate.migrate)
+app.command("demo")(demo.demo)
 app.add_typer(chaos_app, name="chaos")
 app.add_typer(cache_app, name="cache")
 app.add_typer(spend_app, name="spend")

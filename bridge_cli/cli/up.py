@@ -78,6 +78,8 @@ def up(
     drain: Annotated[float, typer.Option(
         "--drain", help="On SIGTERM or Ctrl-C, seconds to let requests in flight finish "
         "before stopping (a second signal stops at once).")] = 10.0,
+    dash: Annotated[bool, typer.Option(
+        "--dash", help="Run the dashboard in this process; quitting it stops bridge.")] = False,
 ) -> None:
     """Start bridge: the explicit proxy, each route's listener and the control API.
 
@@ -85,7 +87,8 @@ def up(
       bridge up                      # ./bridge.yaml, or the built-in default (proxy on :8080)\n
       bridge up -c bridge.yaml -q    # a config file, without per-request lines\n
       bridge up --listen 127.0.0.1:0 --control-listen 127.0.0.1:0\n
-      bridge up --drain 30           # on Ctrl-C / SIGTERM, give requests in flight 30 s
+      bridge up --drain 30           # on Ctrl-C / SIGTERM, give requests in flight 30 s\n
+      bridge up --dash               # with the live dashboard (bridge dash)
     """
     if not 0 <= drain <= 3600:
         raise UsageError(f"--drain {drain:g}: give the seconds to wait for requests in flight "
@@ -110,7 +113,7 @@ def up(
     elif record:
         err_console.print(f"recording into cassette '{escape(cassette)}'")
     asyncio.run(_serve(cfg, home, path, quiet, watch=not no_watch, seed=seed, replay=replay,
-                       drain=drain))
+                       drain=drain, dash=dash))
 
 
 def _replay_mode(cfg: Config, home: Path, record: bool, offline: bool,
@@ -136,19 +139,29 @@ def unenforced_keys_of(cfg: Config, path: Path | None) -> list[str]:
 
 
 async def _serve(cfg: Config, home: Path, path: Path | None, quiet: bool, watch: bool,
-                 seed: int | None, replay, drain: float = 10.0) -> None:
+                 seed: int | None, replay, drain: float = 10.0, dash: bool = False) -> None:
     from bridge_cli.proxy.runtime import Bridge  # mitmproxy loads only for `up`
 
     # Before the bridge starts: mitmproxy's master puts back the handler it found when it stops.
     asyncio.get_running_loop().set_exception_handler(_quiet_cancellations)
     bridge = Bridge(cfg, home, config_path=path, watch=watch, seed=seed, replay=replay)
-    bridge.bus.subscribe(_make_printer(quiet))
+    if not dash:  # the dashboard shows what the lines would
+        bridge.bus.subscribe(_make_printer(quiet))
     try:
         await bridge.start()
     except BaseException:
         await bridge.stop()
         raise
     _print_listeners(bridge.view(), home, seed_given=seed is not None)
+    if dash:  # the dashboard on this loop: quitting it drains and stops the bridge
+        from bridge_cli.cli.dash import run_beside
+
+        try:
+            await run_beside(bridge.view().control_url, bridge.token, home)
+        finally:
+            await _drain_then_stop(bridge, drain)
+            err_console.print("bridge stopped")
+        return
     loop = asyncio.get_running_loop()
     signals: list[int] = []
 

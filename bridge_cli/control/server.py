@@ -12,6 +12,7 @@ import asyncio
 import hmac
 import json
 import logging
+import os
 
 from aiohttp import web
 
@@ -19,6 +20,7 @@ from bridge_cli.config.loader import parse_fault
 from bridge_cli.config.model import Listen
 from bridge_cli.control.cache_report import cache_clear, cache_stats
 from bridge_cli.control.drift_report import drift_report
+from bridge_cli.control.events import EventHub, live_counts, parse_last_id
 from bridge_cli.control.reports import faults_report, status_report
 from bridge_cli.control.spend_report import spend_report
 from bridge_cli.control.view import BridgeView
@@ -52,6 +54,8 @@ class ControlServer:
         self.url: str | None = None
         self._runner: web.AppRunner | None = None
         self._hosts: frozenset[str] = frozenset()  # "host:port" values a request may name
+        self.hub = EventHub(lambda: live_counts(self.view))
+        self._unsubscribe = None
 
     def _own_host(self, value: str) -> bool:
         """Whether a Host header (or an origin's host part) names this listener."""
@@ -117,6 +121,9 @@ class ControlServer:
         app.router.add_post(f"{API}/faults", self._add_fault)
         app.router.add_delete(f"{API}/faults", self._clear_faults)
         app.router.add_delete(f"{API}/faults/{{name}}", self._remove_fault)
+        app.router.add_get(f"{API}/events", self._events)
+        app.router.add_get(f"{API}/flows/{{id}}", self._flow)
+        self._unsubscribe = self.view.subscribe(self.hub.publish)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, listen.host, listen.port)
@@ -132,6 +139,9 @@ class ControlServer:
         self._hosts = frozenset(n.lower() + p for n in names for p in ports)
 
     async def stop(self) -> None:
+        self.hub.close()  # event streams never end by themselves
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -141,6 +151,23 @@ class ControlServer:
     async def _reload(self, request: web.Request) -> web.Response:
         result = await self.view.reload()
         return web.json_response(result, status=200 if result["applied"] else 422)
+
+    # --- events and flows --------------------------------------------------------------
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        last = parse_last_id(request.headers.get("Last-Event-ID",
+                                                 request.query.get("last_event_id")))
+        view = self.view
+        hello = {"pid": os.getpid(), "started_at": view.started_at, "seed": view.seed,
+                 "control": view.control_url}
+        return await self.hub.stream(request, last, hello)
+
+    async def _flow(self, request: web.Request) -> web.Response:
+        flow_id = request.match_info["id"]
+        detail = self.view.flow_detail(flow_id)
+        if detail is None:
+            return _error(404, "not_found", f"flow {flow_id[:80]!r} is not kept (any more): "
+                          "bridge keeps the last flows only; the flow log has every summary")
+        return web.json_response(detail)
 
     # --- spend -----------------------------------------------------------------------
     async def _spend(self, request: web.Request) -> web.Response:

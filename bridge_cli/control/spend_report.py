@@ -105,6 +105,7 @@ def budgets_report(store: Store, config: Config, now: float) -> list[dict]:
                     "reserved_usd": usd(max(0, committed - spent)), "action": b.action,
                     "period": b.period or f"rolling {b.rolling:g}s",
                     "resets_at": w.resets_at.isoformat() if w.resets_at else None,
+                    "alert_at": b.alert_at,
                     "used": round(committed / b.limit_usd, 4) if b.limit_usd else None,
                     "refused_usd": None if refused is None else usd(refused)})
     return out

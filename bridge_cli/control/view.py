@@ -3,6 +3,7 @@ proxy/snapshot.py implements it; control/ builds every document from it alone.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -109,6 +110,16 @@ class BridgeView(Protocol):
 
     def clear_faults(self) -> list[str]:
         """Stop every active fault; the names removed."""
+        ...
+
+    def subscribe(self, fn: Callable[[object], None]) -> Callable[[], None]:
+        """Call `fn` with every event the bridge publishes (engine/events.py), on its loop;
+        returns a function that stops it."""
+        ...
+
+    def flow_detail(self, flow_id: str) -> dict | None:
+        """A recent flow in full (summary, redacted headers, capped bodies); None when it
+        is not kept (any more)."""
         ...
 
     async def reload(self) -> dict:

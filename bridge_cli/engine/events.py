@@ -124,7 +124,21 @@ class DriftEvent:
         return asdict(self)
 
 
-Event = FlowEvent | NoticeEvent | BreakerEvent | BudgetEvent | DriftEvent
+@dataclass(frozen=True)
+class FaultEvent:
+    """A fault was injected or cleared through the control API (or `bridge chaos`)."""
+
+    name: str
+    what: str  # injected | cleared
+    route: str | None = None  # "*" for every route; None when cleared
+    does: str | None = None  # the fault in words (engine/chaos.describe), when injected
+    kind: str = field(default="fault", init=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Event = FlowEvent | NoticeEvent | BreakerEvent | BudgetEvent | DriftEvent | FaultEvent
 
 
 class EventBus:

@@ -41,6 +41,7 @@ from bridge_cli.errors import BridgeError, StartupError
 from bridge_cli.proxy.addons import bridge_addons
 from bridge_cli.proxy.addons.cache import CacheAddon
 from bridge_cli.proxy.drift_keeper import DriftKeeper
+from bridge_cli.proxy.flow_detail import FlowDetailAddon, FlowDetails
 from bridge_cli.proxy.forwarder import Forwarder
 from bridge_cli.proxy.listeners import (
     ListenerPlan,
@@ -97,6 +98,8 @@ class Bridge(Reloading):
         self.state = LiveState(config=config, bus=self.bus,
                                config_path=str(config_path) if config_path else None)
         self.bus.subscribe(self.state.on_event)
+        self.details = FlowDetails()  # the last flows in full, for GET /api/v1/flows/{id}
+        self.bus.subscribe(self.details.on_event)
         self.forwarder = Forwarder()
         self.replay = replay or ReplayMode()
         self.clock = clock or Clock()  # policy time: tests pass a ManualClock
@@ -165,7 +168,7 @@ class Bridge(Reloading):
                              self.replay, self.settler, self.drift)
         self.cache_addon = next(a for a in ours if isinstance(a, CacheAddon))
         self.master.addons.add(*mitmproxy_addons())
-        self.master.addons.add(*ours)
+        self.master.addons.add(*ours, FlowDetailAddon(self.details))  # after RecordAddon
         opts.update(
             mode=[p.spec for p in plans] or [],
             connection_strategy="lazy",

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from bridge_cli.control.view import PROXY_LISTENER, Listener, RouteStats
+from bridge_cli.engine.events import FaultEvent
 
 if TYPE_CHECKING:
     from bridge_cli.common.store import Store
@@ -84,16 +86,30 @@ class BridgeSnapshot:
 
     def add_fault(self, fault: Fault) -> dict:
         chaos = self._state.chaos
-        return chaos.add(fault, "api").snapshot(chaos.clock())
+        snapshot = chaos.add(fault, "api").snapshot(chaos.clock())
+        self._bridge.bus.publish(FaultEvent(snapshot["name"], "injected", snapshot["route"],
+                                            snapshot["does"]))
+        return snapshot
 
     def remove_fault(self, name: str) -> bool:
-        return self._state.chaos.remove(name)
+        removed = self._state.chaos.remove(name)
+        if removed:
+            self._bridge.bus.publish(FaultEvent(name, "cleared"))
+        return removed
 
     def clear_faults(self) -> list[str]:
         chaos = self._state.chaos
         names = list(chaos.faults)
         chaos.clear()
+        for name in names:
+            self._bridge.bus.publish(FaultEvent(name, "cleared"))
         return names
+
+    def subscribe(self, fn: Callable[[object], None]) -> Callable[[], None]:
+        return self._bridge.bus.subscribe(fn)
+
+    def flow_detail(self, flow_id: str) -> dict | None:
+        return self._bridge.details.get(flow_id)
 
     async def reload(self) -> dict:
         return (await self._bridge.reload()).to_dict()

@@ -1,0 +1,1 @@
+"""The dashboard's screens beyond the main one: flow detail, drift finding, inject, help."""
