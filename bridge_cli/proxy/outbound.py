@@ -143,19 +143,12 @@ def _response_headers(raw: aiohttp.ClientResponse) -> list[tuple[str, str]]:
     return out
 
 
-async def send_once(
-    session: aiohttp.ClientSession,
-    upstream: Upstream,
-    req: OutboundRequest,
-    timeout: Timeout,
-    *,
-    first_token: float | None = None,
-    hold_sse: bool = False,
-) -> Outcome:
+async def send_once(session: aiohttp.ClientSession, upstream: Upstream, req: OutboundRequest,
+                    timeout: Timeout, *, first_token: float | None = None,
+                    hold_sse: bool = False) -> Outcome:
     """Make one try at `upstream`; never raises for network trouble, reports it instead.
-    `first_token`: seconds from sending to the response headers and (`hold_sse`) the first
-    SSE data event, which is read before this returns so a try that dies before it is a
-    failed try, not a broken stream the client has already seen the start of."""
+    `first_token`: seconds to the headers and (`hold_sse`) the first SSE data event, read
+    here so a try that dies before it is a failed try, not a broken stream."""
     url = upstream_url(upstream, req.path)
     host = urlsplit(url).netloc
     req = rewritten(upstream, req)
