@@ -96,6 +96,17 @@ def test_every_rule_of_the_table_has_a_case_here():
     assert {r.name for r in RULES} == {name for name, _, _ in RULE_CASES}
 
 
+def test_a_longer_first_token_or_idle_is_risky_and_shown_as_a_duration():
+    base = BASE.replace("timeout: 30s", "timeout: {total: 30s, first_token: 5s, idle: 5s}")
+    assert base != BASE
+    found = changes(base, base.replace("first_token: 5s", "first_token: 20s")
+                    .replace("idle: 5s", "idle: 10s"))
+    assert sorted((c.path, c.rule) for c in found) == [
+        ("routes[api].timeout.first_token", "timeout-raised"),
+        ("routes[api].timeout.idle", "timeout-raised")]
+    assert "5s" in found[0].explanation and "20s" in found[0].explanation + found[1].explanation
+
+
 @pytest.mark.parametrize(("rule", "change", "path"), RULE_CASES, ids=[c[0] for c in RULE_CASES])
 def test_rule(rule, change, path):
     found = changes(BASE, edited(change))

@@ -47,6 +47,12 @@ def _raised(d: Diff) -> bool:
     return d.kind == "changed" and isinstance(d.old, int | float) and d.new > d.old
 
 
+def _timeout_raised(d: Diff) -> bool:
+    """Longer, or first_token/idle unset (then `total` bounds the wait, which is longer)."""
+    return (d.kind in ("changed", "removed") and isinstance(d.old, int | float)
+            and (d.new is None or d.new > d.old))
+
+
 def _lowered(d: Diff) -> bool:
     return d.kind == "changed" and isinstance(d.old, int | float) and d.new < d.old
 
@@ -154,8 +160,9 @@ RULES: tuple[Rule, ...] = (
     Rule("retry-unsafe-methods", RISKY, ("routes[].retry.methods",), _gains_unsafe,
          lambda d: f"retries now resend {', '.join(_unsafe_methods(d.new))}: a request that "
                    "reached the upstream may run twice"),
-    Rule("timeout-raised", RISKY, ("routes[].timeout.connect", "routes[].timeout.total"),
-         _raised,
+    Rule("timeout-raised", RISKY, ("routes[].timeout.connect", "routes[].timeout.total",
+                                   "routes[].timeout.first_token", "routes[].timeout.idle"),
+         _timeout_raised,
          lambda d: f"{label(d.path)} raised from {_was(d)} to {_now(d)}: a hung upstream "
                    "holds requests longer before bridge gives up"),
     Rule("breaker-loosened", RISKY,

@@ -8,7 +8,8 @@ from typing import Any
 
 from bridge_cli.config.units import format_duration
 
-DURATIONS = {"ttl", "open_for", "connect", "total", "initial", "max", "rolling", "for",
+DURATIONS = {"ttl", "open_for", "connect", "total", "first_token", "idle", "initial", "max",
+             "rolling", "for",
              "duration", "latency"}
 PERCENTS = {"failure_rate", "alert_at", "probability", "budget", "rate"}
 MONEY = {"limit_usd", "per_request_usd"}
